@@ -1,0 +1,28 @@
+"""`bench query SQL` and `bench runs`: read the results database."""
+
+from typing import Annotated
+
+import typer
+
+from benchsuite.cli._common import DbOption, FormatOption, print_rows
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("query")
+    def query(sql: Annotated[str, typer.Argument(help="one SELECT statement")], db: DbOption = None,
+              fmt: FormatOption = "table") -> None:
+        """Run one read-only SQL query against the results database."""
+        from benchsuite.store.query import run_query
+
+        print_rows(*run_query(sql, db), fmt=fmt)
+
+    @app.command("runs")
+    def runs(db: DbOption = None, fmt: FormatOption = "table") -> None:
+        """Status of every run in the database."""
+        from benchsuite.store.query import run_query
+
+        sql = ("SELECT r.name, r.seed, r.dataset, r.status, r.epochs_done AS epochs, "
+               "(SELECT m.value FROM metrics m WHERE m.run_id = r.run_id AND m.name = 'eval_acc' "
+               " ORDER BY m.epoch DESC LIMIT 1) AS eval_acc, round(r.train_seconds, 1) AS train_s, r.run_id, r.error "
+               "FROM runs r ORDER BY r.family, r.name, r.seed")
+        print_rows(*run_query(sql, db), fmt=fmt, title="runs")

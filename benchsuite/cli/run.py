@@ -1,0 +1,76 @@
+"""`bench run SPEC` and `bench validate SPEC`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from benchsuite.cli._common import DataDirOption, DbOption, console, err_console, print_rows
+
+SpecArg = Annotated[Path, typer.Argument(help="YAML spec file", show_default=False)]
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("validate")
+    def validate(specs: Annotated[list[Path], typer.Argument(help="YAML spec files")]) -> None:
+        """Check specs without running anything."""
+        from benchsuite.spec import expand, load_spec
+
+        for path in specs:
+            spec = load_spec(path)
+            console.print(f"{path}: ok, {len(expand(spec))} runs ({spec.family.name} on {spec.dataset.name})")
+
+    @app.command("run")
+    def run(
+        spec_path: SpecArg,
+        db: DbOption = None,
+        data_dir: DataDirOption = None,
+        artifacts: Annotated[str | None, typer.Option(help="checkpoint folder [env: BENCH_ARTIFACTS; default: bench_artifacts]")] = None,
+        device: Annotated[str, typer.Option(help="auto (cuda, then cpu), cpu, cuda, cuda:1, ...")] = "auto",
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan, run nothing")] = False,
+    ) -> None:
+        """Train and measure every run of a spec that the database does not hold yet."""
+        from benchsuite.runner import execute, make_plan
+        from benchsuite.runner.progress import Reporter
+        from benchsuite.spec import load_spec, spec_hash
+        from benchsuite.store.engine import open_store, resolve_url
+        from benchsuite.store.writer import record_spec
+
+        spec = load_spec(spec_path)  # validate before touching the database
+        text = spec_path.read_text()
+        artifacts = artifacts or os.environ.get("BENCH_ARTIFACTS") or "bench_artifacts"
+        engine = None if dry_run and not _db_exists(db) else open_store(db, create=not dry_run)
+        plan = make_plan(spec, spec_hash(text), engine, artifacts=str(Path(artifacts).resolve()),
+                         data_dir=data_dir, device=device)
+        if dry_run:
+            rows = [(j.name, j.config.seed, j.config.dataset.name, j.status, ", ".join(a.kind for a in j.analyses), j.run_id)
+                    for j in plan.jobs]
+            print_rows(["run", "seed", "dataset", "status", "analyses", "run_id"], rows,
+                       title=f"{spec.name}: {len(plan.todo)} of {len(plan.jobs)} runs to do")
+            return
+        record_spec(engine, plan.spec_hash, spec.name, str(spec_path), text)
+        todo = plan.todo
+        err_console.print(f"{spec.name}: {len(todo)} of {len(plan.jobs)} runs to do -> {resolve_url(db)}")
+        if not todo:
+            return
+        try:
+            with Reporter(len(todo), err_console) as reporter:
+                counts = execute(todo, engine, reporter=reporter)
+        except KeyboardInterrupt:
+            err_console.print("[yellow]interrupted[/]: finished runs are stored; rerun the same command to resume")
+            raise typer.Exit(130)
+        err_console.print(f"{counts['complete']} complete, {counts['failed']} failed")
+        if counts["failed"]:
+            raise typer.Exit(1)
+
+
+def _db_exists(db: str | None) -> bool:
+    from sqlalchemy.engine import make_url
+
+    from benchsuite.store.engine import is_duckdb, resolve_url
+
+    url = resolve_url(db)
+    return not is_duckdb(url) or Path(make_url(url).database).exists()

@@ -1,0 +1,114 @@
+"""A job trains and measures one run and returns its rows; it never touches the database,
+so any executor (in-process, Ray worker) can run it and hand the rows to the single writer."""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+import benchsuite
+from benchsuite.models import create_model, probe_points
+from benchsuite.runner.analyses import _RUN_ANALYSES, RunContext
+from benchsuite.spec.load import canonical_json
+from benchsuite.spec.schema import MeasureSpec, RunConfig
+from benchsuite.store.writer import AnalysisRows, RunRows
+from benchsuite.train import prepare_data, select_device, train
+
+
+@dataclass
+class PlannedAnalysis:
+    analysis_id: str
+    kind: str
+    options: dict
+
+
+@dataclass
+class Job:
+    run_id: str
+    name: str
+    config: RunConfig
+    measure: MeasureSpec
+    analyses: list[PlannedAnalysis]
+    spec_hash: str
+    artifacts: str  # folder for checkpoints
+    data_dir: str | None = None
+    device: str = "auto"
+    status: str = "new"  # new, running (resumable), failed, complete (analyses missing)
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def checkpoint(self) -> Path:
+        return Path(self.artifacts) / "runs" / self.run_id / "last.pt"
+
+
+def versions() -> dict[str, str]:
+    return {"benchsuite": benchsuite.__version__, "torch": torch.__version__, "python": platform.python_version()}
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(benchsuite.__file__).parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def run_row(job: Job, **extra) -> dict:
+    c = job.config
+    size = c.dataset.train_size
+    return dict(run_id=job.run_id, name=job.name, family=c.family, params=json.dumps(c.params, sort_keys=True),
+                dataset=c.dataset.name, train_size=None if size is None else float(size), subset_seed=c.dataset.subset_seed,
+                seed=c.seed, config=canonical_json(c), spec_hash=job.spec_hash, **extra)
+
+
+def build_model(job: Job, data) -> torch.nn.Module:
+    torch.manual_seed(job.config.seed)
+    return create_model(job.config.family, num_classes=data.num_classes, in_chans=data.in_chans,
+                        image_size=data.image_size, **job.config.params)
+
+
+def run_job(job: Job, on_step: Callable[[int, int, int], None] | None = None) -> RunRows:
+    """Train (or resume) one run, then compute its per-run analyses. Raises on failure."""
+    device = select_device(job.device)
+    data = prepare_data(job.config.dataset, job.data_dir, eval_batch_size=job.measure.batch_size)
+    model = build_model(job, data)
+    job.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    result = train(job.config, data, model, device=device, checkpoint=job.checkpoint, on_step=on_step)
+
+    start = time.perf_counter()
+    points = probe_points(model, job.measure.probes)
+    ctx = RunContext(job.run_id, model, data, points, device, kinds={a.kind for a in job.analyses})
+    analyses = [AnalysisRows(a.analysis_id, a.kind, [job.run_id], a.options, rows=_RUN_ANALYSES[a.kind](ctx, a.options))
+                for a in job.analyses]
+    m = ctx._measurement
+    features = m.features if m else [None] * len(points)
+    layers = [dict(run_id=job.run_id, layer=i, name=p.name, stage=p.stage, features=f)
+              for i, (p, f) in enumerate(zip(points, features))]
+    run = run_row(job, status="complete", error=None, epochs_done=result.epochs_done,
+                  train_examples=len(data.train_y), num_params=sum(p.numel() for p in model.parameters()),
+                  train_seconds=result.train_seconds, measure_seconds=time.perf_counter() - start,
+                  device=_device_name(device), versions=json.dumps(versions()), git_commit=git_commit())
+    return RunRows(run=run, metrics=[{"run_id": job.run_id, **m} for m in result.metrics], layers=layers,
+                   analyses=analyses, resumed_from=result.resumed_from)
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for the runs table, with the innermost frame for debugging."""
+    tb = traceback.extract_tb(exc.__traceback__)
+    where = f" at {Path(tb[-1].filename).name}:{tb[-1].lineno}" if tb else ""
+    return f"{type(exc).__name__}: {exc}{where}".replace("\n", " ")

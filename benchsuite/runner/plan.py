@@ -1,0 +1,41 @@
+"""Plan: expand a spec into jobs and drop what the database already holds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.engine import Engine
+
+from benchsuite.runner.analyses import analysis_id, per_run_kinds
+from benchsuite.runner.jobs import Job, PlannedAnalysis
+from benchsuite.spec import Spec, expand, run_id, run_name
+from benchsuite.store.writer import complete_analyses, run_statuses
+
+
+@dataclass
+class Plan:
+    spec: Spec
+    spec_hash: str
+    jobs: list[Job]  # every run of the spec, in grid order
+
+    @property
+    def todo(self) -> list[Job]:
+        return [j for j in self.jobs if j.status != "done"]
+
+
+def make_plan(spec: Spec, spec_hash: str, engine: Engine | None, *, artifacts: str, data_dir: str | None = None,
+              device: str = "auto") -> Plan:
+    statuses = run_statuses(engine) if engine is not None else {}
+    done_analyses = complete_analyses(engine) if engine is not None else set()
+    measure = spec.measure.model_dump(mode="json")
+    jobs = []
+    for config in expand(spec):
+        rid = run_id(config)
+        analyses = [PlannedAnalysis(analysis_id(a.kind, a.options, [rid], measure), a.kind, a.options)
+                    for a in spec.analyses if a.kind in per_run_kinds()]
+        status = statuses.get(rid, "new")
+        if status == "complete" and all(a.analysis_id in done_analyses for a in analyses):
+            status = "done"
+        jobs.append(Job(run_id=rid, name=run_name(config), config=config, measure=spec.measure, analyses=analyses,
+                        spec_hash=spec_hash, artifacts=artifacts, data_dir=data_dir, device=device, status=status))
+    return Plan(spec, spec_hash, jobs)

@@ -1,0 +1,37 @@
+"""Rich progress: one bar over the runs of a sweep, one over the steps of the current run."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+
+class Reporter:
+    def __init__(self, total_runs: int, console: Console | None = None):
+        self.console = console or Console(stderr=True)
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TimeRemainingColumn(), console=self.console, transient=False)
+        self.runs = self.progress.add_task("runs", total=total_runs)
+        self.steps = None
+
+    def __enter__(self):
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.stop()
+
+    def start_run(self, name: str, seed: int, epochs: int) -> None:
+        if self.steps is not None:
+            self.progress.remove_task(self.steps)
+        self._desc, self._epochs = f"  {escape(name)} seed={seed}", epochs
+        self.steps = self.progress.add_task(self._desc, total=None)
+
+    def step(self, epoch: int, batch: int, batches: int) -> None:
+        self.progress.update(self.steps, total=self._epochs * batches, completed=epoch * batches + batch,
+                             description=f"{self._desc} epoch {epoch + 1}/{self._epochs}")
+
+    def end_run(self, message: str) -> None:
+        self.progress.advance(self.runs)
+        self.progress.console.print(message)

@@ -1,0 +1,148 @@
+"""Load and validate a YAML spec; every problem becomes one SpecError naming file and field."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from benchsuite.errors import BenchError, SpecError
+from benchsuite.spec.analyses import analysis_kinds
+from benchsuite.spec.schema import RunConfig, Spec
+
+
+def _path(loc) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _allowed(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The keys allowed where an unknown key `loc` was found, walking nested models."""
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        ann = getattr(field, "annotation", None)
+        model = next((a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)),
+                     None) if field else None
+        if model is None:
+            return []
+    return list(model.model_fields)
+
+
+def _raise_first(source: str, err: ValidationError, model: type[BaseModel], prefix: tuple = (),
+                 keep_loc: bool = True) -> None:
+    errors = err.errors()
+    e = errors[0]
+    loc = tuple(x for x in e["loc"] if not (isinstance(x, str) and x.startswith("function-")))
+    if e["type"] == "extra_forbidden":
+        msg = f"unknown key; allowed: {', '.join(_allowed(model, loc))}"
+    elif e["type"] == "missing":
+        msg = "required field is missing"
+    else:
+        msg = e["msg"].removeprefix("Value error, ")
+        if "input" in e and e["type"] not in ("value_error",) and not isinstance(e["input"], (dict, list)):
+            msg += f" (got {e['input']!r})"
+    if len(errors) > 1:
+        msg += f" (+{len(errors) - 1} more)"
+    raise SpecError(source, _path(prefix + (loc if keep_loc else ())), msg)
+
+
+def parse_spec(text: str, source: str = "<spec>") -> Spec:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else ""
+        raise SpecError(source, where, f"not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise SpecError(source, "", "a spec is a YAML mapping with at least `name` and `family`")
+    try:
+        spec = Spec.model_validate(data)
+    except ValidationError as err:
+        _raise_first(source, err, Spec)
+    _check_semantics(spec, source)
+    return spec
+
+
+def load_spec(path: str | Path) -> Spec:
+    p = Path(path)
+    if not p.is_file():
+        raise BenchError(f"{p}: no such spec file")
+    return parse_spec(p.read_text(), str(p))
+
+
+def _check_semantics(spec: Spec, source: str) -> None:
+    """What pydantic cannot check alone: registry names, per-family parameters, analysis options."""
+    from benchsuite.data import list_datasets
+    from benchsuite.models import get_family, list_families
+
+    if spec.dataset.name not in list_datasets():
+        raise SpecError(source, "dataset.name", f"unknown dataset {spec.dataset.name!r}; allowed: {', '.join(list_datasets())}")
+    if spec.family.name not in list_families():
+        raise SpecError(source, "family.name", f"unknown family {spec.family.name!r}; allowed: {', '.join(list_families())}")
+    params_model = get_family(spec.family.name).params
+    allowed = list(params_model.model_fields)
+    for key, values in spec.family.grid.items():
+        if key not in allowed:
+            raise SpecError(source, f"family.grid.{key}", f"unknown parameter of {spec.family.name}; allowed: {', '.join(allowed)}")
+        if not values:
+            raise SpecError(source, f"family.grid.{key}", "empty list; give at least one value")
+        for i, value in enumerate(values):
+            try:
+                params_model.model_validate({key: value})
+            except ValidationError as err:
+                _raise_first(source, err, params_model, ("family", "grid", key, i), keep_loc=False)
+    kinds = analysis_kinds()
+    for i, analysis in enumerate(spec.analyses):
+        if analysis.kind not in kinds:
+            raise SpecError(source, f"analyses[{i}].kind", f"unknown analysis {analysis.kind!r}; allowed: {', '.join(kinds)}")
+        try:
+            kinds[analysis.kind].model_validate(analysis.options)
+        except ValidationError as err:
+            _raise_first(source, err, kinds[analysis.kind], ("analyses", i))
+
+
+def canonical_json(obj: Any) -> str:
+    if isinstance(obj, BaseModel):
+        obj = obj.model_dump(mode="json")
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+def run_id(config: RunConfig) -> str:
+    return hashlib.sha256(canonical_json(config).encode()).hexdigest()[:16]
+
+
+def format_value(v: Any) -> str:
+    return json.dumps(v) if isinstance(v, (dict, list)) else str(v)
+
+
+def run_name(config: RunConfig) -> str:
+    """Human name `family[k=v,...]` with sorted keys (the seed is a separate column)."""
+    return f"{config.family}[{','.join(f'{k}={format_value(v)}' for k, v in sorted(config.params.items()))}]"
+
+
+def expand(spec: Spec) -> list[RunConfig]:
+    """The product of the family grid and the seeds, with family defaults filled in."""
+    from benchsuite.models import get_family
+
+    params_model = get_family(spec.family.name).params
+    keys = sorted(spec.family.grid)
+    configs = []
+    for combo in itertools.product(*(spec.family.grid[k] for k in keys)):
+        params = params_model.model_validate(dict(zip(keys, combo))).model_dump(mode="json")
+        for seed in spec.seeds:
+            configs.append(RunConfig(family=spec.family.name, params=params, dataset=spec.dataset,
+                                     train=spec.train, seed=seed))
+    return configs
+
+
+def spec_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

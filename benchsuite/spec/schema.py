@@ -1,0 +1,127 @@
+"""The spec language: pydantic models of a YAML spec, and of the runs it expands to."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+STRICT = ConfigDict(extra="forbid")
+
+
+class DatasetSpec(BaseModel):
+    model_config = STRICT
+
+    name: str = Field("digits", description="registered dataset: digits, cifar10, cifar100, fashion_mnist, ...")
+    train_size: int | float | None = Field(
+        None, description="training subset: a count (int) or a fraction in (0, 1]; null uses the whole split")
+    subset_seed: int = Field(0, description="seed choosing the class-balanced training subset")
+    label_noise: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of training labels replaced at random")
+    eval_size: int | None = Field(None, gt=3, description="examples in the fixed evaluation set; null: whole test split")
+
+    @field_validator("train_size")
+    @classmethod
+    def _size(cls, v):
+        if isinstance(v, float) and not 0.0 < v <= 1.0:
+            raise ValueError(f"a fractional train_size must lie in (0, 1], got {v}")
+        if isinstance(v, int) and v < 1:
+            raise ValueError(f"train_size must be a positive count or a fraction in (0, 1], got {v}")
+        return v
+
+
+class TrainSpec(BaseModel):
+    model_config = STRICT
+
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(128, ge=1)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.1, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = False
+    weight_decay: float = Field(5e-4, ge=0)
+    schedule: Literal["cosine", "step", "onecycle", "constant"] = "cosine"
+    step_milestones: list[float] = Field([0.5, 0.75], description="step schedule: fractions of training")
+    step_gamma: float = Field(0.1, gt=0)
+    warmup_epochs: int = Field(0, ge=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    augmentation: Literal["none", "flip_crop"] = "none"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 autocast on GPU, fp32 on CPU")
+
+
+class MeasureSpec(BaseModel):
+    """How measurements read the models: which probe points, and the evaluation batch size."""
+
+    model_config = STRICT
+
+    probes: Literal["blocks", "all"] | list[str] = Field(
+        "blocks", description="blocks (stem + residual block outputs), all (every conv/bn/relu/add) or module globs")
+    batch_size: int = Field(256, gt=3, description="examples per CKA minibatch (eq. 2 of Nguyen et al.)")
+
+
+class AnalysisSpec(BaseModel):
+    """One analysis: a registered kind and its options (validated by the kind's options model)."""
+
+    model_config = STRICT
+
+    kind: str
+    options: dict[str, Any] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, v):
+        # `- cka` and `- {kind: cka, x: 1}` both mean {kind: cka, options: {x: 1}}
+        if isinstance(v, str):
+            return {"kind": v}
+        if isinstance(v, dict) and "options" not in v and "kind" in v:
+            return {"kind": v["kind"], "options": {k: x for k, x in v.items() if k != "kind"}}
+        return v
+
+
+class FamilySpec(BaseModel):
+    model_config = STRICT
+
+    name: str
+    grid: dict[str, list[Any]] = Field({}, description="architecture parameter -> list of values (their product)")
+
+    @field_validator("grid", mode="before")
+    @classmethod
+    def _scalars_to_lists(cls, v):
+        return {k: (x if isinstance(x, list) else [x]) for k, x in v.items()} if isinstance(v, dict) else v
+
+
+class Spec(BaseModel):
+    model_config = STRICT
+
+    name: str = Field(description="spec name, shown in the database and on the leaderboard")
+    description: str = ""
+    dataset: DatasetSpec = DatasetSpec()
+    family: FamilySpec
+    seeds: list[int] = Field([0], description="one run per seed and architecture")
+    train: TrainSpec = TrainSpec()
+    measure: MeasureSpec = MeasureSpec()
+    analyses: list[AnalysisSpec] = []
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _seed_list(cls, v):
+        return [v] if isinstance(v, int) else v
+
+    @field_validator("seeds")
+    @classmethod
+    def _nonempty(cls, v):
+        if not v:
+            raise ValueError("empty list; give at least one seed")
+        return v
+
+
+class RunConfig(BaseModel):
+    """Everything that determines one trained model; its canonical JSON hashed is the run id."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    family: str
+    params: dict[str, Any]
+    dataset: DatasetSpec
+    train: TrainSpec
+    seed: int

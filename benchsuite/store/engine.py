@@ -1,0 +1,100 @@
+"""Engine factory (DuckDB file by default, any SQLAlchemy URL) and schema checks."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from benchsuite.errors import BenchError
+
+DEFAULT_DB = "bench.duckdb"
+
+
+def resolve_url(db: str | None = None) -> str:
+    """--db, else BENCH_DB, else bench.duckdb here. A plain path means a DuckDB file."""
+    db = db or os.environ.get("BENCH_DB") or DEFAULT_DB
+    if "://" in db:
+        return db
+    return f"duckdb:///{Path(db).expanduser().resolve()}"
+
+
+def is_duckdb(url: str) -> bool:
+    return url.startswith("duckdb:")
+
+
+def make_engine(db: str | None = None, read_only: bool = False) -> Engine:
+    url = resolve_url(db)
+    if is_duckdb(url):
+        path = sa.engine.make_url(url).database
+        if read_only and not Path(path).exists():
+            raise BenchError(f"{path}: no results database here; run `bench run SPEC` first or pass --db")
+        args = {"read_only": True, "config": {"enable_external_access": False}} if read_only else {}
+        # NullPool: a DuckDB file can be open read-write in one process only; don't hold it idle.
+        return sa.create_engine(url, connect_args=args, poolclass=sa.pool.NullPool)
+    kwargs = {}
+    if read_only and url.startswith("postgresql"):
+        kwargs["connect_args"] = {"options": "-c default_transaction_read_only=on"}
+    return sa.create_engine(url, **kwargs)
+
+
+def _alembic_config(connection):
+    from alembic.config import Config
+
+    import benchsuite.store.alembic_duckdb  # noqa: F401  (registers the duckdb dialect with Alembic)
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def migrations_dir() -> Path:
+    here = Path(__file__).resolve().parents[2] / "migrations"
+    if here.is_dir():
+        return here
+    raise BenchError("the Alembic migrations folder is missing; install benchsuite from its repository (pip install -e .)")
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    return ScriptDirectory.from_config(cfg).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    from alembic.migration import MigrationContext
+
+    import benchsuite.store.alembic_duckdb  # noqa: F401
+
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    from alembic import command
+
+    with engine.begin() as conn:
+        command.upgrade(_alembic_config(conn), revision)
+
+
+def check_schema(engine: Engine) -> None:
+    """Every command checks the schema version before it reads or writes."""
+    current, head = current_revision(engine), head_revision()
+    if current != head:
+        raise BenchError(
+            f"results database schema is at {current or 'nothing'}, this benchsuite needs {head}; run `bench db upgrade`")
+
+
+def open_store(db: str | None = None, create: bool = False) -> Engine:
+    """An engine for writing; a new database is created and migrated when `create`."""
+    engine = make_engine(db)
+    if create and current_revision(engine) is None:
+        upgrade(engine)
+    check_schema(engine)
+    return engine

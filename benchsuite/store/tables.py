@@ -1,0 +1,94 @@
+"""The results schema (SQLAlchemy Core). Alembic migrations in migrations/ create it; keep them in step.
+
+Long format, one row per value, text keys computed in Python (no sequences), so merges are
+idempotent and the same on DuckDB and PostgreSQL. JSON is stored as text.
+"""
+
+from sqlalchemy import Boolean, Column, Float, Integer, MetaData, Table, Text, DateTime
+
+metadata = MetaData()
+
+specs = Table(
+    "specs", metadata,
+    Column("spec_hash", Text, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("path", Text),
+    Column("yaml", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True)),
+)
+
+runs = Table(
+    "runs", metadata,
+    Column("run_id", Text, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("family", Text, nullable=False),
+    Column("params", Text, nullable=False),
+    Column("dataset", Text, nullable=False),
+    Column("train_size", Float),  # as declared: a count, a fraction, or null (all)
+    Column("train_examples", Integer),  # examples actually trained on
+    Column("subset_seed", Integer),
+    Column("seed", Integer, nullable=False),
+    Column("config", Text, nullable=False),
+    Column("spec_hash", Text),
+    Column("status", Text, nullable=False),  # running, complete, failed
+    Column("error", Text),
+    Column("epochs_done", Integer),
+    Column("num_params", Integer),
+    Column("train_seconds", Float),
+    Column("measure_seconds", Float),
+    Column("device", Text),
+    Column("versions", Text),
+    Column("git_commit", Text),
+    Column("created_at", DateTime(timezone=True)),
+    Column("updated_at", DateTime(timezone=True)),
+)
+
+metrics = Table(
+    "metrics", metadata,
+    Column("run_id", Text, primary_key=True),
+    Column("name", Text, primary_key=True),
+    Column("epoch", Integer, primary_key=True),
+    Column("value", Float),
+)
+
+layers = Table(
+    "layers", metadata,
+    Column("run_id", Text, primary_key=True),
+    Column("layer", Integer, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("stage", Integer),
+    Column("features", Integer),
+)
+
+analyses = Table(
+    "analyses", metadata,
+    Column("analysis_id", Text, primary_key=True),
+    Column("kind", Text, nullable=False),
+    Column("run_ids", Text, nullable=False),
+    Column("options", Text),
+    Column("status", Text, nullable=False),
+    Column("error", Text),
+    Column("created_at", DateTime(timezone=True)),
+)
+
+cka = Table(
+    "cka", metadata,
+    Column("analysis_id", Text, primary_key=True),
+    Column("run_a", Text, primary_key=True),
+    Column("layer_a", Integer, primary_key=True),
+    Column("run_b", Text, primary_key=True),
+    Column("layer_b", Integer, primary_key=True),
+    Column("pc_removed", Boolean, primary_key=True),
+    Column("value", Float),
+    Column("estimator", Text),
+)
+
+pcs = Table(
+    "pcs", metadata,
+    Column("analysis_id", Text, primary_key=True),
+    Column("run_id", Text, primary_key=True),
+    Column("layer", Integer, primary_key=True),
+    Column("pc1_fraction", Float),
+    Column("lambda1", Float),
+    Column("total_variance", Float),
+)

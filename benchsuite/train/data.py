@@ -1,0 +1,51 @@
+"""A run's data: its training subset and the fixed evaluation set, from the dataset spec."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from benchsuite.data import balanced_subset, eval_order, load_dataset
+from benchsuite.data.loader import DeviceLoader
+from benchsuite.spec.schema import DatasetSpec
+
+
+@dataclass
+class PreparedData:
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    eval_x: torch.Tensor
+    eval_y: torch.Tensor
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    num_classes: int
+    classes: list[str]
+    eval_batch_size: int = 256
+
+    @property
+    def in_chans(self) -> int:
+        return self.train_x.shape[1]
+
+    @property
+    def image_size(self) -> int:
+        return self.train_x.shape[-1]
+
+    def eval_loader(self, device) -> DeviceLoader:
+        """The evaluation set in its fixed order, so batches line up across models."""
+        return DeviceLoader(self.eval_x, self.eval_y, batch_size=self.eval_batch_size, mean=self.mean, std=self.std,
+                            device=device, shuffle=False)
+
+
+def prepare_data(spec: DatasetSpec, data_root=None, eval_batch_size: int = 256) -> PreparedData:
+    data = load_dataset(spec.name, data_root)
+    train_idx = balanced_subset(data.train_y, spec.train_size, spec.subset_seed)
+    train_y = data.train_y[train_idx]
+    if spec.label_noise:
+        from benchsuite.data.subsets import with_label_noise
+
+        train_y = with_label_noise(train_y, spec.label_noise, spec.subset_seed, data.num_classes)
+    eval_idx = eval_order(data.test_y, spec.eval_size)
+    return PreparedData(train_x=data.train_x[train_idx], train_y=train_y, eval_x=data.test_x[eval_idx],
+                        eval_y=data.test_y[eval_idx], mean=data.mean, std=data.std, num_classes=data.num_classes,
+                        classes=data.classes, eval_batch_size=eval_batch_size)

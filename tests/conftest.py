@@ -1,0 +1,51 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+# Two cores shared by the test process and the subprocesses it starts: one thread each avoids
+# OpenMP spin-waits that slow small models down tenfold under contention.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1)
+
+TINY_SPEC = """\
+name: tiny
+dataset: {name: digits, train_size: 300, eval_size: 120}
+family: {name: cifar_resnet, grid: {depth: [8], width: [1]}}
+seeds: [0]
+train: {epochs: 2, batch_size: 64, lr: 0.05}
+measure: {batch_size: 50}
+analyses: [cka, pcs]
+"""
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """A fresh folder as the working directory, with the database and artifacts inside it."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("BENCH_DB", raising=False)
+    monkeypatch.delenv("BENCH_ARTIFACTS", raising=False)
+    return tmp_path
+
+
+@pytest.fixture
+def tiny_spec(workdir) -> Path:
+    path = workdir / "tiny.yaml"
+    path.write_text(TINY_SPEC)
+    return path
+
+
+@pytest.fixture
+def cli():
+    """Invoke `bench ...` in-process; returns the Click result (exit_code, stdout, stderr)."""
+    from typer.testing import CliRunner
+
+    from benchsuite.cli import app
+
+    runner = CliRunner()
+
+    def invoke(*args: str):
+        return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+    return invoke

@@ -1,0 +1,61 @@
+import json
+
+import pytest
+
+from benchsuite.spec import expand, parse_spec, run_id, run_name
+from conftest import TINY_SPEC
+
+BAD = [
+    ("unknown key", TINY_SPEC.replace("seeds:", "seedz:"), "tiny.yaml: seedz: unknown key; allowed: name, description"),
+    ("wrong type", TINY_SPEC.replace("epochs: 2", "epochs: two"), "tiny.yaml: train.epochs: Input should be a valid integer"),
+    ("depth not 6n+2", TINY_SPEC.replace("depth: [8]", "depth: [8, 21]"), "tiny.yaml: family.grid.depth[1]: depth must be 6n+2"),
+    ("empty grid", TINY_SPEC.replace("depth: [8]", "depth: []"), "tiny.yaml: family.grid.depth: empty list"),
+    ("unknown parameter", TINY_SPEC.replace("width: [1]", "widht: [1]"), "family.grid.widht: unknown parameter of cifar_resnet; allowed: depth, width"),
+    ("unknown analysis", TINY_SPEC.replace("[cka, pcs]", "[cka, pca]"), "analyses[1].kind: unknown analysis 'pca'; allowed:"),
+    ("literal", TINY_SPEC.replace("lr: 0.05", "lr: 0.05, optimizer: adam"), "train.optimizer: Input should be 'sgd' or 'adamw'"),
+    ("empty seeds", TINY_SPEC.replace("seeds: [0]", "seeds: []"), "tiny.yaml: seeds: empty list"),
+    ("bad yaml", "name: [", "tiny.yaml: line 1: not valid YAML"),
+]
+
+
+@pytest.mark.parametrize("label,text,message", BAD, ids=[b[0] for b in BAD])
+def test_bad_specs_fail_with_one_line_and_write_nothing(workdir, cli, label, text, message):
+    (workdir / "tiny.yaml").write_text(text)
+    for command in (["validate"], ["run"]):
+        result = cli(*command, "tiny.yaml")
+        assert result.exit_code == 2, result.output
+        err = result.stderr.strip()
+        assert "Traceback" not in result.output and len(err.splitlines()) == 1, err
+        assert message in err
+    assert sorted(p.name for p in workdir.iterdir()) == ["tiny.yaml"]  # no database, no artifacts
+
+
+def test_expansion_names_and_ids():
+    spec = parse_spec(TINY_SPEC.replace("depth: [8]", "depth: [8, 20]").replace("seeds: [0]", "seeds: [0, 1]"))
+    configs = expand(spec)
+    assert [(run_name(c), c.seed) for c in configs] == [
+        ("cifar_resnet[depth=8,width=1]", 0), ("cifar_resnet[depth=8,width=1]", 1),
+        ("cifar_resnet[depth=20,width=1]", 0), ("cifar_resnet[depth=20,width=1]", 1)]
+    ids = [run_id(c) for c in configs]
+    assert len(set(ids)) == 4
+    # Defaults are filled before hashing: spelling out a default gives the same run id.
+    explicit = parse_spec(TINY_SPEC.replace("lr: 0.05", "lr: 0.05, optimizer: sgd, momentum: 0.9"))
+    assert run_id(expand(explicit)[0]) == run_id(expand(parse_spec(TINY_SPEC))[0])
+    # Analyses do not change what is trained.
+    assert run_id(expand(parse_spec(TINY_SPEC.replace("[cka, pcs]", "[cka]")))[0]) == ids[0]
+
+
+def test_schema_command_prints_json_schema(cli):
+    result = cli("spec", "schema")
+    schema = json.loads(result.stdout)
+    assert {"name", "family", "dataset", "train", "seeds", "analyses"} <= set(schema["properties"])
+    assert "family" in schema["required"]
+
+
+def test_every_example_spec_validates(cli):
+    from pathlib import Path
+
+    specs = sorted(Path(__file__).parents[1].glob("specs/**/*.yaml"))
+    assert specs
+    result = cli("validate", *specs)
+    assert result.exit_code == 0, result.output
