@@ -92,3 +92,101 @@ pcs = Table(
     Column("lambda1", Float),
     Column("total_variance", Float),
 )
+
+# 0002: principal-component details, block structure, predictions, probes, block deletion, error patterns.
+
+pc_scores = Table(
+    "pc_scores", metadata,
+    Column("analysis_id", Text, primary_key=True),
+    Column("run_id", Text, primary_key=True),
+    Column("layer", Integer, primary_key=True),
+    Column("example", Integer, primary_key=True),
+    Column("score", Float),
+)
+
+pc_cosines = Table(
+    "pc_cosines", metadata,
+    Column("analysis_id", Text, primary_key=True),
+    Column("run_a", Text, primary_key=True),
+    Column("layer_a", Integer, primary_key=True),
+    Column("run_b", Text, primary_key=True),
+    Column("layer_b", Integer, primary_key=True),
+    Column("value", Float),
+)
+
+blocks = Table(
+    "blocks", metadata,
+    Column("analysis_id", Text, primary_key=True),
+    Column("run_id", Text, primary_key=True),
+    Column("block", Integer, primary_key=True),
+    Column("start_layer", Integer),
+    Column("end_layer", Integer),
+    Column("size_fraction", Float),
+    Column("mean_cka", Float),
+    Column("mean_pc1", Float),
+    Column("survives_pc1_removal", Boolean),
+    Column("score", Float),
+)
+
+block_scores = Table(
+    "block_scores", metadata,
+    Column("analysis_id", Text, primary_key=True),
+    Column("run_id", Text, primary_key=True),
+    Column("score", Float),
+    Column("num_blocks", Integer),
+    Column("largest_fraction", Float),
+)
+
+predictions = Table(
+    "predictions", metadata,
+    Column("analysis_id", Text, primary_key=True),
+    Column("run_id", Text, primary_key=True),
+    Column("example", Integer, primary_key=True),
+    Column("label", Integer),
+    Column("prediction", Integer),
+    Column("confidence", Float),
+)
+
+probes = Table(
+    "probes", metadata,
+    Column("analysis_id", Text, primary_key=True),
+    Column("run_id", Text, primary_key=True),
+    Column("layer", Integer, primary_key=True),
+    Column("accuracy", Float),
+    Column("train_accuracy", Float),
+)
+
+ablations = Table(
+    "ablations", metadata,
+    Column("analysis_id", Text, primary_key=True),
+    Column("run_id", Text, primary_key=True),
+    Column("target", Text, primary_key=True),  # a probe point's name, or "block:START-END"
+    Column("start_layer", Integer),
+    Column("end_layer", Integer),
+    Column("accuracy", Float),
+    Column("accuracy_drop", Float),
+)
+
+error_classes = Table(
+    "error_classes", metadata,
+    Column("analysis_id", Text, primary_key=True),
+    Column("class", Integer, primary_key=True),
+    Column("mean_a", Float),
+    Column("mean_b", Float),
+    Column("statistic", Float),
+    Column("p_value", Float),
+    Column("q_value", Float),
+    Column("significant", Boolean),
+)
+
+error_agreement = Table(
+    "error_agreement", metadata,
+    Column("analysis_id", Text, primary_key=True),
+    Column("run_a", Text, primary_key=True),
+    Column("run_b", Text, primary_key=True),
+    Column("both_right", Float),
+    Column("both_wrong", Float),
+    Column("a_only_right", Float),
+    Column("b_only_right", Float),
+    Column("agreement", Float),
+)
