@@ -28,7 +28,7 @@ def test_run_stores_rows_and_rerun_trains_nothing(tiny_spec, cli):
     layers = rows(db, "SELECT layer, name, stage FROM layers ORDER BY layer")
     assert [l[1] for l in layers] == ["stem", "stage1.block0", "stage2.block0", "stage3.block0"]
     heat = np.zeros((4, 4))
-    for a, b, v in rows(db, "SELECT layer_a, layer_b, value FROM cka"):
+    for a, b, v in rows(db, "SELECT layer_a, layer_b, value FROM cka WHERE NOT pc_removed"):
         heat[a, b] = v
     assert np.allclose(np.diag(heat), 1) and np.array_equal(heat, heat.T) and (heat[~np.eye(4, dtype=bool)] < 1).all()
     pcs = [r[0] for r in rows(db, "SELECT pc1_fraction FROM pcs ORDER BY layer")]
@@ -82,7 +82,7 @@ def test_measured_cka_matches_reference_on_the_trained_model(tiny_spec, cli):
         for xb, _ in data.eval_loader("cpu").epoch():  # 120 examples: batches of 50, 50 and 20
             model(xb)
             batches.append([f.numpy() for f in cap.features])
-    stored = {(a, b): v for a, b, v in rows(db, "SELECT layer_a, layer_b, value FROM cka")}
+    stored = {(a, b): v for a, b, v in rows(db, "SELECT layer_a, layer_b, value FROM cka WHERE NOT pc_removed")}
     for i in range(len(points)):
         for j in range(len(points)):
             ref = minibatch_cka([b[i] for b in batches], [b[j] for b in batches])
@@ -130,7 +130,7 @@ def test_kill_mid_run_then_resume_gives_the_same_rows(workdir):
 def test_query_is_read_only(tiny_spec, cli):
     assert cli("run", tiny_spec).exit_code == 0
     db = tiny_spec.parent / "bench.duckdb"
-    ok = cli("query", "SELECT count(*) AS n FROM cka", "--format", "csv")
+    ok = cli("query", "SELECT count(*) AS n FROM cka WHERE NOT pc_removed", "--format", "csv")
     assert ok.exit_code == 0 and ok.stdout.splitlines() == ["n", "16"]
     before = {t: rows(db, f"SELECT count(*) FROM {t}") for t in ("runs", "cka", "metrics")}
     for sql in ["DELETE FROM runs", "DROP TABLE cka", "INSERT INTO metrics VALUES ('x', 'y', 1, 2.0)",

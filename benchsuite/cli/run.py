@@ -34,6 +34,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train and measure every run of a spec that the database does not hold yet."""
         from benchsuite.runner import execute, make_plan
+        from benchsuite.runner.family import run_family_analyses
         from benchsuite.runner.progress import Reporter
         from benchsuite.spec import load_spec, spec_hash
         from benchsuite.store.engine import open_store, resolve_url
@@ -54,16 +55,17 @@ def register(app: typer.Typer) -> None:
         record_spec(engine, plan.spec_hash, spec.name, str(spec_path), text)
         todo = plan.todo
         err_console.print(f"{spec.name}: {len(todo)} of {len(plan.jobs)} runs to do -> {resolve_url(db)}")
-        if not todo:
-            return
+        counts = {"complete": 0, "failed": 0}
         try:
-            with Reporter(len(todo), err_console) as reporter:
-                counts = execute(todo, engine, reporter=reporter)
+            if todo:
+                with Reporter(len(todo), err_console) as reporter:
+                    counts = execute(todo, engine, reporter=reporter)
+                err_console.print(f"{counts['complete']} complete, {counts['failed']} failed")
+            family = run_family_analyses(plan, engine, err_console, device)
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]: finished runs are stored; rerun the same command to resume")
             raise typer.Exit(130)
-        err_console.print(f"{counts['complete']} complete, {counts['failed']} failed")
-        if counts["failed"]:
+        if counts["failed"] or family["failed"]:
             raise typer.Exit(1)
 
 

@@ -1,7 +1,9 @@
 """One measurement pass over the evaluation set for any number of models at once.
 
 Every model sees the same batches in the same order, so one MinibatchCKA holds every within- and
-cross-model CKA matrix, and one StreamingPCA the first PC of every probe point.
+cross-model CKA matrix, and one StreamingPCA the first PC of every probe point. With the first
+PCs known, a last pass also gives each example's PC1 score and the CKA heatmap recomputed after
+removing each probe point's PC1.
 """
 
 from __future__ import annotations
@@ -21,12 +23,21 @@ from benchsuite.measure.pca import StreamingPCA
 
 @dataclass
 class Measurement:
-    cka: np.ndarray | None  # (P, P) over the probe points of all models, in order
-    pc1_fraction: list[float] | None
-    lambda1: list[float] | None
-    total_variance: list[float] | None
     features: list[int]  # flattened feature count of each probe point
-    offsets: list[int]  # model i owns rows offsets[i]:offsets[i + 1]
+    offsets: list[int]  # model i owns probe points offsets[i]:offsets[i + 1]
+    cka: np.ndarray | None = None  # (P, P) over the probe points of all models, in order
+    pc1_fraction: list[float] | None = None
+    lambda1: list[float] | None = None
+    total_variance: list[float] | None = None
+    pc1_scores: np.ndarray | None = None  # (P, N): each example's projection on its layer's first PC
+    cka_pc1_removed: np.ndarray | None = None  # (P, P) after removing each probe point's first PC
+
+    def pc1_cosines(self) -> np.ndarray:
+        """Squared cosine between the first PCs of every pair of layers, as vectors over examples."""
+        s = self.pc1_scores
+        norms = np.linalg.norm(s, axis=1)
+        c = (s @ s.T) / np.outer(norms, norms)
+        return c * c
 
 
 def _batches(models, captures, loader, amp):
@@ -42,29 +53,43 @@ def _batches(models, captures, loader, amp):
 
 @torch.inference_mode()
 def measure_models(models: Sequence[nn.Module], points: Sequence[Sequence], loader, *, cka: bool = True,
-                   pcs: bool = True, amp: torch.dtype | None = None) -> Measurement:
-    """CKA between every pair of probe points of `models` and the PC1 fraction of each."""
+                   pcs: bool = True, pc1_removed: bool = False, amp: torch.dtype | None = None) -> Measurement:
+    """CKA between every pair of probe points of `models` and the first PC of each.
+
+    `pc1_removed` (implies `pcs`) adds the PC1 scores and the CKA heatmap after PC1 removal.
+    """
     for m in models:
         m.eval()
-    offsets = np.cumsum([0] + [len(p) for p in points]).tolist()
+    pcs = pcs or pc1_removed
+    out = Measurement(features=[], offsets=np.cumsum([0] + [len(p) for p in points]).tolist())
     with ExitStack() as stack:
         captures = [stack.enter_context(FeatureCapture(m, p)) for m, p in zip(models, points)]
         pca = StreamingPCA() if pcs else None
-        acc = MinibatchCKA() if cka else None
         while pca is not None and not pca.done:
             for feats in _batches(models, captures, loader, amp):
                 pca.update(feats)
             pca.end_pass()
-        features: list[int] = []
+        acc = MinibatchCKA() if cka else None
+        removed = MinibatchCKA() if pc1_removed else None
+        scores: list[list[torch.Tensor]] = []
         for feats in _batches(models, captures, loader, amp):
-            features = features or [int(f[0].numel()) for f in feats]
-            if acc is None:
+            out.features = out.features or [int(f[0].numel()) for f in feats]
+            if acc is None and removed is None:
                 break
-            acc.update(feats)
-    return Measurement(
-        cka=acc.compute().cpu().numpy() if acc else None,
-        pc1_fraction=pca.pc1_fraction if pca else None,
-        lambda1=[layer.lambda1 for layer in pca.layers] if pca else None,
-        total_variance=[layer.total_variance for layer in pca.layers] if pca else None,
-        features=features, offsets=offsets,
-    )
+            if acc is not None:
+                acc.update(feats)
+            if removed is not None:
+                flat = [f.flatten(1).to("cpu", torch.float64) for f in feats]
+                s = [(x - mu) @ v for x, mu, v in zip(flat, pca.means, pca.pc1_directions)]
+                removed.update([x - si[:, None] * v[None, :] for x, si, v in zip(flat, s, pca.pc1_directions)])
+                scores.append(torch.stack(s))
+    if acc is not None:
+        out.cka = acc.compute().cpu().numpy()
+    if pca is not None:
+        out.pc1_fraction = pca.pc1_fraction
+        out.lambda1 = [layer.lambda1 for layer in pca.layers]
+        out.total_variance = [layer.total_variance for layer in pca.layers]
+    if removed is not None:
+        out.cka_pc1_removed = removed.compute().cpu().numpy()
+        out.pc1_scores = torch.cat(scores, dim=1).numpy()
+    return out

@@ -42,27 +42,72 @@ class RunContext:
     data: PreparedData
     points: list
     device: Any
-    kinds: set[str]  # every per-run kind this job computes, so shared passes do all at once
+    epoch: int  # the epoch of the checkpoint measured (the final one)
     _measurement: Measurement | None = field(default=None, repr=False)
 
     @property
     def measurement(self) -> Measurement:
+        """CKA, PCs and CKA after PC1 removal, from one set of passes shared by every analysis."""
         if self._measurement is None:
             self._measurement = measure_models([self.model], [self.points], self.data.eval_loader(self.device),
-                                               cka="cka" in self.kinds, pcs="pcs" in self.kinds)
+                                               pc1_removed=True)
         return self._measurement
+
+
+def heatmap_rows(m, models: list[tuple[str, int]], offsets: list[int], pc_removed: bool = False,
+                 pair_filter=lambda a, b: True) -> list[dict]:
+    """Long-format rows of a (P, P) matrix over the probe points of `models`, (run_id, epoch) pairs
+    in the order of `offsets` (as in Measurement)."""
+    out = []
+    for a, (run_a, epoch_a) in enumerate(models):
+        for b, (run_b, epoch_b) in enumerate(models):
+            if not pair_filter(a, b):
+                continue
+            for i in range(offsets[a + 1] - offsets[a]):
+                row = m[offsets[a] + i]
+                out += [dict(run_a=run_a, epoch_a=epoch_a, layer_a=i, run_b=run_b, epoch_b=epoch_b, layer_b=j,
+                             pc_removed=pc_removed, value=float(row[offsets[b] + j]), estimator="minibatch_hsic1")
+                        for j in range(offsets[b + 1] - offsets[b])]
+    return out
 
 
 @run_analysis("cka")
 def _cka(ctx: RunContext, options: dict) -> dict[str, list[dict]]:
-    m = ctx.measurement.cka
-    n = len(m)
-    return {"cka": [dict(run_a=ctx.run_id, layer_a=i, run_b=ctx.run_id, layer_b=j, pc_removed=False,
-                         value=float(m[i, j]), estimator="minibatch_hsic1") for i in range(n) for j in range(n)]}
+    m = ctx.measurement
+    return {"cka": heatmap_rows(m.cka, [(ctx.run_id, ctx.epoch)], m.offsets)}
 
 
 @run_analysis("pcs")
 def _pcs(ctx: RunContext, options: dict) -> dict[str, list[dict]]:
-    m = ctx.measurement
-    return {"pcs": [dict(run_id=ctx.run_id, layer=i, pc1_fraction=float(f), lambda1=float(l), total_variance=float(t))
-                    for i, (f, l, t) in enumerate(zip(m.pc1_fraction, m.lambda1, m.total_variance))]}
+    m, rid = ctx.measurement, ctx.run_id
+    cos = m.pc1_cosines()
+    out = {
+        "pcs": [dict(run_id=rid, layer=i, pc1_fraction=float(f), lambda1=float(l), total_variance=float(t))
+                for i, (f, l, t) in enumerate(zip(m.pc1_fraction, m.lambda1, m.total_variance))],
+        "pc_cosines": [dict(run_a=rid, layer_a=i, run_b=rid, layer_b=j, value=float(cos[i, j]))
+                       for i in range(len(cos)) for j in range(len(cos))],
+        "cka": heatmap_rows(m.cka_pc1_removed, [(rid, ctx.epoch)], m.offsets, pc_removed=True),
+    }
+    if options.get("scores", True):
+        out["pc_scores"] = [dict(run_id=rid, layer=i, example=e, score=float(v))
+                            for i, layer in enumerate(m.pc1_scores) for e, v in enumerate(layer)]
+    return out
+
+
+def detect(m: Measurement, options: dict):
+    """Blocks of a one-model measurement, with the spec's detector thresholds."""
+    from benchsuite.measure.blocks import BlockParams, detect_blocks
+
+    return detect_blocks(m.cka, m.pc1_fraction, cka_after_pc1_removal=m.cka_pc1_removed,
+                         params=BlockParams(**options))
+
+
+@run_analysis("blocks")
+def _blocks(ctx: RunContext, options: dict) -> dict[str, list[dict]]:
+    found = detect(ctx.measurement, options)
+    rows = [dict(run_id=ctx.run_id, block=k, start_layer=b.start, end_layer=b.end, size_fraction=b.size_fraction,
+                 mean_cka=b.mean_cka, mean_pc1=b.mean_pc1, survives_pc1_removal=b.survives_pc1_removal, score=b.score)
+            for k, b in enumerate(found)]
+    summary = dict(run_id=ctx.run_id, score=sum(b.score for b in found), num_blocks=len(found),
+                   largest_fraction=max((b.size_fraction for b in found), default=0.0))
+    return {"blocks": rows, "block_scores": [summary]}

@@ -42,11 +42,15 @@ class Job:
     data_dir: str | None = None
     device: str = "auto"
     status: str = "new"  # new, running (resumable), failed, complete (analyses missing)
+    keep_epochs: list[int] = field(default_factory=list)  # epochs whose model state is kept (training_cka)
     extra: dict = field(default_factory=dict)
 
     @property
     def checkpoint(self) -> Path:
         return Path(self.artifacts) / "runs" / self.run_id / "last.pt"
+
+    def epoch_checkpoint(self, epoch: int) -> Path:
+        return self.checkpoint.with_name(f"epoch_{epoch}.pt")
 
 
 def versions() -> dict[str, str]:
@@ -82,11 +86,12 @@ def run_job(job: Job, on_step: Callable[[int, int, int], None] | None = None) ->
     data = prepare_data(job.config.dataset, job.data_dir, eval_batch_size=job.measure.batch_size)
     model = build_model(job, data)
     job.checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    result = train(job.config, data, model, device=device, checkpoint=job.checkpoint, on_step=on_step)
+    result = train(job.config, data, model, device=device, checkpoint=job.checkpoint, on_step=on_step,
+                   keep_epochs=job.keep_epochs)
 
     start = time.perf_counter()
     points = probe_points(model, job.measure.probes)
-    ctx = RunContext(job.run_id, model, data, points, device, kinds={a.kind for a in job.analyses})
+    ctx = RunContext(job.run_id, model, data, points, device, epoch=result.epochs_done)
     analyses = [AnalysisRows(a.analysis_id, a.kind, [job.run_id], a.options, rows=_RUN_ANALYSES[a.kind](ctx, a.options))
                 for a in job.analyses]
     m = ctx._measurement

@@ -28,6 +28,7 @@ def make_plan(spec: Spec, spec_hash: str, engine: Engine | None, *, artifacts: s
     statuses = run_statuses(engine) if engine is not None else {}
     done_analyses = complete_analyses(engine) if engine is not None else set()
     measure = spec.measure.model_dump(mode="json")
+    keep_epochs = sorted({e for a in spec.analyses if a.kind == "training_cka" for e in a.options.get("epochs", [])})
     jobs = []
     for config in expand(spec):
         rid = run_id(config)
@@ -37,5 +38,6 @@ def make_plan(spec: Spec, spec_hash: str, engine: Engine | None, *, artifacts: s
         if status == "complete" and all(a.analysis_id in done_analyses for a in analyses):
             status = "done"
         jobs.append(Job(run_id=rid, name=run_name(config), config=config, measure=spec.measure, analyses=analyses,
-                        spec_hash=spec_hash, artifacts=artifacts, data_dir=data_dir, device=device, status=status))
+                        spec_hash=spec_hash, artifacts=artifacts, data_dir=data_dir, device=device, status=status,
+                        keep_epochs=keep_epochs))
     return Plan(spec, spec_hash, jobs)

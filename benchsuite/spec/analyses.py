@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from benchsuite.measure.blocks import BlockParams
 
 _ANALYSES: dict[str, type[BaseModel]] = {}
 
@@ -32,4 +36,29 @@ class CKAOptions(_Options):
 
 @register_analysis("pcs")
 class PCOptions(_Options):
-    """Variance fraction of the first principal component at every probe point."""
+    """First principal component at every probe point: variance fraction, example scores, the
+    squared-cosine map between layers' first PCs, and CKA recomputed after removing each PC1."""
+
+    scores: bool = Field(True, description="store each evaluation example's PC1 score (table pc_scores)")
+
+
+@register_analysis("blocks")
+class BlockOptions(BlockParams):
+    """Block-structure detection on the within-model CKA heatmap and PC1 fractions."""
+
+
+@register_analysis("cross_cka")
+class CrossCKAOptions(_Options):
+    """CKA between the probe points of different runs, from one pass over the evaluation set."""
+
+    across: Literal["seeds", "architectures", "all"] = Field(
+        "seeds", description="seeds: runs of one architecture; architectures: runs of one seed; all: every run")
+    pairs: list[tuple[str, str]] | None = Field(
+        None, description="only these pairs of run-name globs (family[k=v,...]) instead of all pairs")
+
+
+@register_analysis("training_cka")
+class TrainingCKAOptions(_Options):
+    """CKA between a run's checkpoint at each listed epoch and its final model."""
+
+    epochs: list[int] = Field(description="epochs whose checkpoints are kept and compared with the final model")

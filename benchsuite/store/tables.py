@@ -75,8 +75,10 @@ cka = Table(
     "cka", metadata,
     Column("analysis_id", Text, primary_key=True),
     Column("run_a", Text, primary_key=True),
+    Column("epoch_a", Integer, primary_key=True),  # the checkpoint's epoch: the final one unless training_cka
     Column("layer_a", Integer, primary_key=True),
     Column("run_b", Text, primary_key=True),
+    Column("epoch_b", Integer, primary_key=True),
     Column("layer_b", Integer, primary_key=True),
     Column("pc_removed", Boolean, primary_key=True),
     Column("value", Float),

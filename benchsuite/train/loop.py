@@ -92,11 +92,13 @@ def evaluate(model: nn.Module, loader: DeviceLoader, amp: torch.dtype | None) ->
 
 
 def train(config: RunConfig, data: PreparedData, model: nn.Module, *, device: torch.device,
-          checkpoint: Path | None = None, on_step: Callable[[int, int, int], None] | None = None) -> TrainResult:
+          checkpoint: Path | None = None, on_step: Callable[[int, int, int], None] | None = None,
+          keep_epochs: list[int] = ()) -> TrainResult:
     """Train `model` for `config.train.epochs`, resuming from `checkpoint` when it exists.
 
     `on_step(epoch, batch, batches_per_epoch)` is called after every optimizer step (progress bars).
-    The checkpoint is written atomically after every epoch.
+    The checkpoint is written atomically after every epoch; the model state of each epoch in
+    `keep_epochs` is also kept beside it as epoch_<e>.pt.
     """
     spec = config.train
     model.to(device)
@@ -156,5 +158,7 @@ def train(config: RunConfig, data: PreparedData, model: nn.Module, *, device: to
             _atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                           "scaler": scaler.state_dict(), "metrics": result.metrics, "epoch": epoch + 1,
                           "train_seconds": result.train_seconds}, checkpoint)
+            if epoch + 1 in keep_epochs:
+                _atomic_save({"model": model.state_dict(), "epoch": epoch + 1}, checkpoint.with_name(f"epoch_{epoch + 1}.pt"))
     model.eval()
     return result
