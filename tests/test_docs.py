@@ -35,3 +35,10 @@ def test_every_command_is_documented():
         assert f"bench {info.name or info.callback.__name__}" in README
     for group in app.registered_groups:
         assert f"bench {group.name}" in README
+
+
+def test_every_analysis_kind_is_documented():
+    from benchsuite.spec import analysis_kinds
+
+    for kind in analysis_kinds():
+        assert f"| `{kind}` |" in README, f"analysis {kind} missing from README"

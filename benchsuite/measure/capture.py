@@ -11,20 +11,20 @@ import torch.nn as nn
 class FeatureCapture:
     """`with FeatureCapture(model, points) as cap: model(x)` fills `cap.features` in point order.
 
-    Outputs are cloned, so a later in-place op (ReLU(inplace=True)) cannot change them, and a
-    module used several times in one forward keeps its last output for each point that names it.
-    `features` is cleared at the start of each forward of `model`.
+    Outputs are cloned, so a later in-place op (ReLU(inplace=True)) cannot change them. A module
+    used several times in one forward keeps the output of every call; a probe point's `call`
+    picks one (the last by default). `features` is cleared at the start of each forward of `model`.
     """
 
     def __init__(self, model: nn.Module, points: Sequence, detach: bool = True):
         self.model, self.points, self.detach = model, list(points), detach
-        self._slots: dict[str, torch.Tensor] = {}
+        self._slots: dict[str, list[torch.Tensor]] = {}
         self._handles: list = []
 
     def _hook(self, name: str):
         def hook(module, args, output):
             out = output[0] if isinstance(output, (tuple, list)) else output
-            self._slots[name] = (out.detach() if self.detach else out).clone()
+            self._slots.setdefault(name, []).append((out.detach() if self.detach else out).clone())
         return hook
 
     def __enter__(self) -> "FeatureCapture":
@@ -39,9 +39,13 @@ class FeatureCapture:
             h.remove()
         self._handles.clear()
 
+    def _reached(self, point) -> bool:
+        calls = len(self._slots.get(point.module, ()))
+        return -calls <= point.call < calls
+
     @property
     def features(self) -> list[torch.Tensor]:
-        missing = [p.module for p in self.points if p.module not in self._slots]
+        missing = [p.name for p in self.points if not self._reached(p)]
         if missing:
             raise RuntimeError(f"probe points not reached in the forward pass: {missing[:3]}")
-        return [self._slots[p.module] for p in self.points]
+        return [self._slots[p.module][p.call] for p in self.points]

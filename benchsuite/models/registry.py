@@ -14,11 +14,16 @@ from benchsuite.errors import BenchError
 
 @dataclass(frozen=True)
 class ProbePoint:
-    """A named activation CKA and PCA read: `module` is the submodule whose output is taken."""
+    """A named activation CKA and PCA read: `module` is the submodule whose output is taken.
+
+    A module called several times in one forward (torchvision's BasicBlock reuses one ReLU) has
+    one output per call: `call` picks which, counting from 0; the default -1 is the last.
+    """
 
     name: str
     module: str
     stage: int
+    call: int = -1
 
 
 @dataclass
