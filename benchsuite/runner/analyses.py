@@ -9,21 +9,16 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch.nn as nn
 
 from benchsuite.measure import Measurement, measure_models
+from benchsuite.registry import Registry
 from benchsuite.train.data import PreparedData
 
-_RUN_ANALYSES: dict[str, Callable[["RunContext", dict], dict[str, list[dict]]]] = {}
-
-
-def run_analysis(kind: str):
-    def wrap(fn):
-        _RUN_ANALYSES[kind] = fn
-        return fn
-    return wrap
+_RUN_ANALYSES = Registry()  # kind -> fn(ctx: RunContext, options) -> {table: rows}
+run_analysis = _RUN_ANALYSES.register
 
 
 def per_run_kinds() -> set[str]:
@@ -111,3 +106,7 @@ def _blocks(ctx: RunContext, options: dict) -> dict[str, list[dict]]:
     summary = dict(run_id=ctx.run_id, score=sum(b.score for b in found), num_blocks=len(found),
                    largest_fraction=max((b.size_fraction for b in found), default=0.0))
     return {"blocks": rows, "block_scores": [summary]}
+
+
+# Kinds defined elsewhere register themselves on import (below the registry they use).
+from benchsuite.analyses import ablation, predictions, probes  # noqa: E402,F401

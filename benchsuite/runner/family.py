@@ -12,14 +12,13 @@ import fnmatch
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
-
 import torch
 from rich.markup import escape
 from sqlalchemy.engine import Engine
 
 from benchsuite.measure import measure_models
 from benchsuite.models import probe_points
+from benchsuite.registry import Registry
 from benchsuite.runner.analyses import analysis_id, heatmap_rows
 from benchsuite.runner.jobs import Job, build_model, describe_error
 from benchsuite.runner.plan import Plan
@@ -27,14 +26,8 @@ from benchsuite.spec.load import canonical_json
 from benchsuite.store.writer import AnalysisRows, complete_analyses, run_statuses, write_analyses
 from benchsuite.train import PreparedData, prepare_data, select_device
 
-_FAMILY: dict[str, Callable[["FamilyContext", dict], dict[str, list[dict]]]] = {}
-
-
-def family_analysis(kind: str):
-    def wrap(fn):
-        _FAMILY[kind] = fn
-        return fn
-    return wrap
+_FAMILY = Registry()  # kind -> fn(ctx: FamilyContext, options) -> {table: rows}
+family_analysis = _FAMILY.register
 
 
 def family_kinds() -> set[str]:
@@ -157,3 +150,7 @@ def _training_cka(ctx: FamilyContext, options: dict) -> dict[str, list[dict]]:
         keys = [(job.run_id, e) for e in epochs + [final]]
         rows += heatmap_rows(m.cka, keys, m.offsets, pair_filter=lambda a, b: a != b)
     return {"cka": rows}
+
+
+# Family kinds defined elsewhere register themselves on import (below the registry they use).
+from benchsuite.analyses import errors  # noqa: E402,F401

@@ -7,18 +7,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from benchsuite.measure.blocks import BlockParams
+from benchsuite.registry import Registry
 
-_ANALYSES: dict[str, type[BaseModel]] = {}
-
-
-def register_analysis(kind: str):
-    """Class decorator on the options model of an analysis kind."""
-
-    def wrap(cls: type[BaseModel]):
-        _ANALYSES[kind] = cls
-        return cls
-
-    return wrap
+_ANALYSES = Registry()  # kind -> pydantic model of its options
+register_analysis = _ANALYSES.register
 
 
 def analysis_kinds() -> dict[str, type[BaseModel]]:
@@ -62,3 +54,7 @@ class TrainingCKAOptions(_Options):
     """CKA between a run's checkpoint at each listed epoch and its final model."""
 
     epochs: list[int] = Field(description="epochs whose checkpoints are kept and compared with the final model")
+
+
+# Options models defined elsewhere register themselves on import (below the registry they use).
+from benchsuite.analyses import options  # noqa: E402,F401
