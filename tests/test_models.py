@@ -8,9 +8,12 @@ from benchsuite.models import create_model, get_family, list_families, probe_poi
 
 
 def small_params(family: str) -> dict:
-    """The smallest valid parameters of a family: its defaults, shrunk where it declares a `depth`."""
-    fields = get_family(family).params.model_fields
-    return {"depth": 8} if "depth" in fields and family == "cifar_resnet" else {}
+    """The smallest valid parameters of a family: its params model's `smallest()` where it has one,
+    else its defaults, shrunk where it declares a `depth`."""
+    params = get_family(family).params
+    if hasattr(params, "smallest"):
+        return params.smallest()
+    return {"depth": 8} if "depth" in params.model_fields and family == "cifar_resnet" else {}
 
 
 @pytest.mark.parametrize("family", list_families())

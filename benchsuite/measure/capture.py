@@ -48,4 +48,21 @@ class FeatureCapture:
         missing = [p.name for p in self.points if not self._reached(p)]
         if missing:
             raise RuntimeError(f"probe points not reached in the forward pass: {missing[:3]}")
-        return [self._slots[p.module][p.call] for p in self.points]
+        return [read_tokens(self._slots[p.module][p.call], p.tokens, p.prefix_tokens) for p in self.points]
+
+
+def read_tokens(x: torch.Tensor, tokens: str = "all", prefix_tokens: int = 0) -> torch.Tensor:
+    """A probe point's features from its module output: the token rule of ProbePoint.
+
+    `all` keeps the output whole (CKA and PCA flatten it per example); on (n, tokens, dim) outputs
+    `cls` takes token 0 and `mean` averages the tokens after the first `prefix_tokens`.
+    """
+    if tokens == "all":
+        return x
+    if x.ndim != 3:
+        raise ValueError(f"token rule {tokens!r} needs a (n, tokens, dim) output, got shape {tuple(x.shape)}")
+    if tokens == "cls":
+        return x[:, 0]
+    if tokens == "mean":
+        return x[:, prefix_tokens:].mean(1)
+    raise ValueError(f"unknown token rule {tokens!r}; allowed: all, cls, mean")

@@ -18,12 +18,19 @@ class ProbePoint:
 
     A module called several times in one forward (torchvision's BasicBlock reuses one ReLU) has
     one output per call: `call` picks which, counting from 0; the default -1 is the last.
+
+    Token outputs (n, tokens, dim) of transformers and Mixers are read by the `tokens` rule: `all`
+    flattens the whole output (every token; for any other output, every position and channel),
+    `cls` takes token 0 (the class token), `mean` averages the tokens after the first
+    `prefix_tokens` (class or register tokens), i.e. the patch tokens.
     """
 
     name: str
     module: str
     stage: int
     call: int = -1
+    tokens: str = "all"
+    prefix_tokens: int = 0
 
 
 @dataclass
@@ -35,6 +42,15 @@ class Family:
 
 
 _FAMILIES: dict[str, Family] = {}
+
+# Validation context of a grid value checked alone (spec loading): the other parameters are still
+# defaults then, so a params model's cross-parameter checks wait for a whole grid point.
+ONE_VALUE = {"one_value": True}
+
+
+def whole_point(info) -> bool:
+    """In a params model's validator (`info`: pydantic's ValidationInfo): are all parameters real?"""
+    return not (info.context or {}).get("one_value")
 
 
 def register_family(name: str, params: type[BaseModel], description: str = ""):
@@ -49,6 +65,7 @@ def register_family(name: str, params: type[BaseModel], description: str = ""):
 
 def _import_builtin() -> None:
     import benchsuite.models.cifar_resnet  # noqa: F401
+    import benchsuite.models.timm_families  # noqa: F401
 
 
 def list_families(pattern: str = "*") -> list[str]:

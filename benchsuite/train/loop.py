@@ -36,9 +36,11 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 
 
 def build_optimizer(model: nn.Module, spec: TrainSpec) -> torch.optim.Optimizer:
-    # No weight decay on BatchNorm and biases (standard for CIFAR ResNets).
-    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
+    # No weight decay on BatchNorm and biases (standard for CIFAR ResNets), nor on what a timm model
+    # exempts itself (a ViT's class token and position embeddings).
+    exempt = set(getattr(model, "no_weight_decay", set)())
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1 and n not in exempt]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1 or n in exempt]
     groups = [{"params": decay, "weight_decay": spec.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if spec.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=spec.lr, momentum=spec.momentum, nesterov=spec.nesterov and spec.momentum > 0)
