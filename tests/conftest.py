@@ -4,6 +4,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest_services import *  # noqa: F401,F403  (session fixtures: a Ray cluster, a PostgreSQL server)
+
 # Two cores shared by the test process and the subprocesses it starts: one thread each avoids
 # OpenMP spin-waits that slow small models down tenfold under contention.
 os.environ.setdefault("OMP_NUM_THREADS", "1")

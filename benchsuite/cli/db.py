@@ -1,4 +1,6 @@
-"""`bench db ...`: schema migrations."""
+"""`bench db ...`: schema migrations, moving results between databases."""
+
+from pathlib import Path
 
 import typer
 
@@ -25,3 +27,27 @@ def current(db: DbOption = None) -> None:
     from benchsuite.store.engine import current_revision, head_revision, make_engine
 
     console.print(f"database: {current_revision(make_engine(db)) or 'empty'}  benchsuite: {head_revision()}")
+
+
+@app.command("export")
+def export(folder: Path = typer.Argument(help="folder for the files (created if needed)"), db: DbOption = None,
+           fmt: str = typer.Option("parquet", "--format", help="parquet: one file per table")) -> None:
+    """Write every table of the database to FOLDER, one Parquet file per table."""
+    from benchsuite.errors import BenchError
+    from benchsuite.store.engine import make_engine
+    from benchsuite.store.transfer import export_parquet
+
+    if fmt != "parquet":
+        raise BenchError(f"--format {fmt!r}: only parquet is supported")
+    counts = export_parquet(make_engine(db, read_only=True), folder)
+    console.print(f"{folder}: {sum(counts.values())} rows in {len(counts)} tables")
+
+
+@app.command("import")
+def import_(folder: Path = typer.Argument(help="a folder written by `bench db export`"), db: DbOption = None) -> None:
+    """Merge the Parquet files of FOLDER into the database by primary key (creates the database if needed)."""
+    from benchsuite.store.engine import open_store, resolve_url
+    from benchsuite.store.transfer import import_parquet
+
+    counts = import_parquet(open_store(db, create=True), folder)
+    console.print(f"{resolve_url(db)}: merged {sum(counts.values())} rows of {len(counts)} tables")

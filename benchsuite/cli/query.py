@@ -21,8 +21,9 @@ def register(app: typer.Typer) -> None:
         """Status of every run in the database."""
         from benchsuite.store.query import run_query
 
+        # round(x * 10) / 10: PostgreSQL has no round(double precision, int)
         sql = ("SELECT r.name, r.seed, r.dataset, r.status, r.epochs_done AS epochs, "
                "(SELECT m.value FROM metrics m WHERE m.run_id = r.run_id AND m.name = 'eval_acc' "
-               " ORDER BY m.epoch DESC LIMIT 1) AS eval_acc, round(r.train_seconds, 1) AS train_s, r.run_id, r.error "
+               " ORDER BY m.epoch DESC LIMIT 1) AS eval_acc, round(r.train_seconds * 10) / 10 AS train_s, r.run_id, r.error "
                "FROM runs r ORDER BY r.family, r.name, r.seed")
         print_rows(*run_query(sql, db), fmt=fmt, title="runs")

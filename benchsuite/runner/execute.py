@@ -2,31 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, Protocol
+from contextlib import closing
+from typing import Iterable, Iterator, Protocol
 
 from rich.markup import escape
 from sqlalchemy.engine import Engine
 
 from benchsuite.runner.jobs import Job, describe_error, run_job, run_row
 from benchsuite.runner.progress import Reporter
-from benchsuite.store.writer import RunRows, set_run_status, write_run
+from benchsuite.store.writer import RunClaims, RunRows, set_run_status, write_run
 
 
 class Executor(Protocol):
-    def submit(self, jobs: list[Job], reporter: Reporter | None) -> Iterator[tuple[Job, RunRows | BaseException]]:
-        """Yield each job with its rows, or the exception that made it fail."""
+    def submit(self, jobs: Iterable[Job], reporter: Reporter | None) -> Iterator[tuple[Job, RunRows | BaseException]]:
+        """Yield each job with its rows, or the exception that made it fail. Take each job from `jobs` only
+        when about to start it (the driver claims and marks it then); cancel what is left when closed."""
 
 
 class LocalExecutor:
     """One process, one device, jobs in order."""
 
-    def __init__(self, on_start: Callable[[Job], None] | None = None):
-        self.on_start = on_start
-
     def submit(self, jobs, reporter):
         for job in jobs:
-            if self.on_start:
-                self.on_start(job)
             if reporter:
                 reporter.start_run(job.name, job.config.seed, job.config.train.epochs)
             try:
@@ -35,24 +32,41 @@ class LocalExecutor:
                 yield job, exc
 
 
+def _claimed(jobs: list[Job], engine: Engine, claims: RunClaims, counts: dict[str, int],
+             reporter: Reporter | None) -> Iterator[Job]:
+    """The jobs this driver may start, each marked running; those another driver holds or finished are skipped."""
+    for job in jobs:
+        if claims.take(job.run_id, [a.analysis_id for a in job.analyses]):
+            set_run_status(engine, run_row(job), "running")
+            yield job
+            continue
+        counts["skipped"] += 1
+        if reporter:
+            reporter.end_run(f"[yellow]skipped[/] {escape(job.name)} seed={job.config.seed}: another driver runs or ran it")
+
+
 def execute(jobs: list[Job], engine: Engine, executor: Executor | None = None,
             reporter: Reporter | None = None) -> dict[str, int]:
-    """Run `jobs` and store every result; returns counts of complete and failed runs."""
-    executor = executor or LocalExecutor(on_start=lambda job: set_run_status(engine, run_row(job), "running"))
-    counts = {"complete": 0, "failed": 0}
-    for job, outcome in executor.submit(jobs, reporter):
-        if isinstance(outcome, BaseException):
-            error = describe_error(outcome)
-            set_run_status(engine, run_row(job), "failed", error)
-            counts["failed"] += 1
-            message = f"[red]failed[/] {escape(job.name)} seed={job.config.seed}: {escape(error)}"
-        else:
-            write_run(engine, outcome)
-            counts["complete"] += 1
-            acc = [m["value"] for m in outcome.metrics if m["name"] == "eval_acc"]
-            message = f"[green]done[/] {escape(job.name)} seed={job.config.seed}" + (f"  eval_acc={acc[-1]:.3f}" if acc else "")
-            if outcome.resumed_from:
-                message += f"  (resumed from epoch {outcome.resumed_from})"
-        if reporter:
-            reporter.end_run(message)
+    """Run `jobs` and store every result; returns counts of complete, failed and skipped runs."""
+    executor = executor or LocalExecutor()
+    counts = {"complete": 0, "failed": 0, "skipped": 0}
+    # closing(): on Ctrl-C or any error here, the executor cancels the jobs still outstanding
+    with RunClaims(engine) as claims, \
+            closing(executor.submit(_claimed(jobs, engine, claims, counts, reporter), reporter)) as outcomes:
+        for job, outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                error = describe_error(outcome)
+                set_run_status(engine, run_row(job), "failed", error)
+                counts["failed"] += 1
+                message = f"[red]failed[/] {escape(job.name)} seed={job.config.seed}: {escape(error)}"
+            else:
+                write_run(engine, outcome)
+                counts["complete"] += 1
+                acc = [m["value"] for m in outcome.metrics if m["name"] == "eval_acc"]
+                message = f"[green]done[/] {escape(job.name)} seed={job.config.seed}" + (f"  eval_acc={acc[-1]:.3f}" if acc else "")
+                if outcome.resumed_from:
+                    message += f"  (resumed from epoch {outcome.resumed_from})"
+            claims.release(job.run_id)
+            if reporter:
+                reporter.end_run(message)
     return counts

@@ -112,8 +112,14 @@ def _device_name(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+class JobError(Exception):
+    """A job's error as described where it was raised (a Ray worker): tracebacks do not cross processes."""
+
+
 def describe_error(exc: BaseException) -> str:
     """One line for the runs table, with the innermost frame for debugging."""
+    if isinstance(exc, JobError):
+        return str(exc)
     tb = traceback.extract_tb(exc.__traceback__)
     where = f" at {Path(tb[-1].filename).name}:{tb[-1].lineno}" if tb else ""
     return f"{type(exc).__name__}: {exc}{where}".replace("\n", " ")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -23,6 +24,24 @@ def resolve_url(db: str | None = None) -> str:
 
 def is_duckdb(url: str) -> bool:
     return url.startswith("duckdb:")
+
+
+def database_exists(db: str | None = None) -> bool:
+    """False only for a DuckDB file that is not there yet (a server database is assumed to exist)."""
+    url = resolve_url(db)
+    return not is_duckdb(url) or Path(sa.engine.make_url(url).database).exists()
+
+
+def advisory_key(*names: str) -> int:
+    """A signed 64-bit key for PostgreSQL advisory locks, from a namespace and a name."""
+    return int.from_bytes(hashlib.sha256(":".join(names).encode()).digest()[:8], "big", signed=True)
+
+
+def advisory_lock(conn: sa.Connection, *names: str) -> None:
+    """Hold a lock on `names` until the transaction ends, so concurrent drivers writing the same keys
+    take turns. PostgreSQL only: DuckDB allows one writing process per file anyway."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(advisory_key(*names))))
 
 
 def make_engine(db: str | None = None, read_only: bool = False) -> Engine:
@@ -80,6 +99,7 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     from alembic import command
 
     with engine.begin() as conn:
+        advisory_lock(conn, "schema")  # two drivers creating one database: the second finds it migrated
         command.upgrade(_alembic_config(conn), revision)
 
 

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from benchsuite.store import tables as t
+from benchsuite.store.engine import advisory_key, advisory_lock
 
 
 def now() -> dt.datetime:
@@ -56,6 +57,7 @@ def _upsert_one(conn: Connection, table: sa.Table, row: dict) -> None:
 
 def record_spec(engine: Engine, spec_hash: str, name: str, path: str, text: str) -> None:
     with engine.begin() as conn:
+        advisory_lock(conn, "spec", spec_hash)
         if conn.execute(sa.select(t.specs.c.spec_hash).where(t.specs.c.spec_hash == spec_hash)).first() is None:
             conn.execute(t.specs.insert(), [dict(spec_hash=spec_hash, name=name, path=path, yaml=text, created_at=now())])
 
@@ -63,6 +65,7 @@ def record_spec(engine: Engine, spec_hash: str, name: str, path: str, text: str)
 def set_run_status(engine: Engine, run: dict[str, Any], status: str, error: str | None = None) -> None:
     """Insert or update a run's row with a new status (running, failed), keeping its other fields."""
     with engine.begin() as conn:
+        advisory_lock(conn, "run", run["run_id"])
         old = conn.execute(sa.select(t.runs).where(t.runs.c.run_id == run["run_id"])).mappings().first()
         row = {**(dict(old) if old else {}), **run, "status": status, "error": error, "updated_at": now()}
         row.setdefault("created_at", now())
@@ -70,6 +73,7 @@ def set_run_status(engine: Engine, run: dict[str, Any], status: str, error: str 
 
 
 def write_analysis(conn: Connection, a: AnalysisRows) -> None:
+    advisory_lock(conn, "analysis", a.analysis_id)
     for table_name, rows in a.rows.items():
         rows = [{**r, "analysis_id": a.analysis_id} for r in rows]
         _replace(conn, t.metadata.tables[table_name], rows, analysis_id=a.analysis_id)
@@ -82,6 +86,7 @@ def write_run(engine: Engine, result: RunRows) -> None:
     """All of a run's rows in one transaction, its status last."""
     run_id = result.run["run_id"]
     with engine.begin() as conn:
+        advisory_lock(conn, "run", run_id)  # concurrent drivers: delete + insert of one run never interleave
         _replace(conn, t.metrics, result.metrics, run_id=run_id)
         _replace(conn, t.layers, result.layers, run_id=run_id)
         for a in result.analyses:
@@ -104,3 +109,41 @@ def run_statuses(engine: Engine) -> dict[str, str]:
 def complete_analyses(engine: Engine) -> set[str]:
     with engine.connect() as conn:
         return set(conn.execute(sa.select(t.analyses.c.analysis_id).where(t.analyses.c.status == "complete")).scalars())
+
+
+class RunClaims:
+    """Runs this driver is working on, announced to the other drivers of a PostgreSQL database by session
+    advisory locks, so that two drivers on overlapping specs never train the same run twice. The server drops
+    the claims of a driver that dies along with its connection. On DuckDB (one writer) every claim succeeds."""
+
+    def __init__(self, engine: Engine):
+        shared = engine.dialect.name == "postgresql"
+        self.conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT") if shared else None
+
+    def take(self, run_id: str, analysis_ids: Iterable[str] = ()) -> bool:
+        """False when another driver holds the run, or completed it (with these analyses) since the plan."""
+        if self.conn is None:
+            return True
+        if not self.conn.execute(sa.select(sa.func.pg_try_advisory_lock(advisory_key("claim", run_id)))).scalar():
+            return False
+        ids = set(analysis_ids)
+        status = self.conn.execute(sa.select(t.runs.c.status).where(t.runs.c.run_id == run_id)).scalar()
+        done = self.conn.execute(sa.select(sa.func.count()).where(
+            t.analyses.c.analysis_id.in_(ids), t.analyses.c.status == "complete")).scalar()
+        if status == "complete" and done == len(ids):
+            self.release(run_id)
+            return False
+        return True
+
+    def release(self, run_id: str) -> None:
+        if self.conn is not None:
+            self.conn.execute(sa.select(sa.func.pg_advisory_unlock(advisory_key("claim", run_id))))
+
+    def __enter__(self) -> "RunClaims":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.conn is not None:
+            # close the server session itself (a pooled connection would keep the claims it still holds)
+            self.conn.invalidate()
+            self.conn.close()
