@@ -15,6 +15,9 @@ BAD = [
     ("literal", TINY_SPEC.replace("lr: 0.05", "lr: 0.05, optimizer: adam"), "train.optimizer: Input should be 'sgd' or 'adamw'"),
     ("empty seeds", TINY_SPEC.replace("seeds: [0]", "seeds: []"), "tiny.yaml: seeds: empty list"),
     ("bad yaml", "name: [", "tiny.yaml: line 1: not valid YAML"),
+    ("union grid", TINY_SPEC.replace("grid: {depth: [8], width: [1]}", "grid: [{depth: [8]}, {depth: [9]}]"),
+     "tiny.yaml: family.grid[1].depth[0]: depth must be 6n+2"),
+    ("size one", TINY_SPEC.replace("train_size: 300", "train_size: [0.5, 1]"), "train_size 1 is a single example; write 1.0"),
 ]
 
 
@@ -43,6 +46,18 @@ def test_expansion_names_and_ids():
     assert run_id(expand(explicit)[0]) == run_id(expand(parse_spec(TINY_SPEC))[0])
     # Analyses do not change what is trained.
     assert run_id(expand(parse_spec(TINY_SPEC.replace("[cka, pcs]", "[cka]")))[0]) == ids[0]
+
+
+def test_union_grid_and_training_set_sizes():
+    spec = parse_spec(TINY_SPEC.replace("grid: {depth: [8], width: [1]}", "grid: [{depth: 56, width: 1}, {depth: [8], width: [4]}, {depth: 8, width: 4}]")
+                      .replace("train_size: 300", "train_size: [0.25, 300]"))
+    configs = expand(spec)
+    assert [(run_name(c), c.dataset.train_size) for c in configs] == [
+        ("cifar_resnet[depth=56,width=1]", 0.25), ("cifar_resnet[depth=56,width=1]", 300),
+        ("cifar_resnet[depth=8,width=4]", 0.25), ("cifar_resnet[depth=8,width=4]", 300)]  # the repeated point once
+    # A scalar size gives the same run id as a one-element sweep of it.
+    single = expand(parse_spec(TINY_SPEC.replace("grid: {depth: [8], width: [1]}", "grid: {depth: 8, width: 4}")))
+    assert run_id(single[0]) == run_id(configs[3])
 
 
 def test_schema_command_prints_json_schema(cli):

@@ -28,16 +28,15 @@ app = typer.Typer(cls=_Group, no_args_is_help=True, pretty_exceptions_enable=Fal
 
 
 def _register() -> None:
-    from benchsuite.cli import db, query, run, spec
+    from benchsuite.cli import claims, data, db, families, leaderboard, query, run, spec
 
     run.register(app)
     query.register(app)
+    claims.register(app)
+    families.register(app)
     app.add_typer(spec.app, name="spec", help="The spec language.")
     app.add_typer(db.app, name="db", help="The results database.")
-    try:
-        from benchsuite.cli import data
-    except ImportError:
-        return
+    app.add_typer(leaderboard.app, name="leaderboard", help="The static leaderboard site.")
     app.add_typer(data.app, name="data", help="Datasets: where they are, fetching them.")
 
 

@@ -31,6 +31,11 @@ def register(app: typer.Typer) -> None:
         artifacts: Annotated[str | None, typer.Option(help="checkpoint folder [env: BENCH_ARTIFACTS; default: bench_artifacts]")] = None,
         device: Annotated[str, typer.Option(help="auto (cuda, then cpu), cpu, cuda, cuda:1, ...")] = "auto",
         dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan, run nothing")] = False,
+        executor: Annotated[str, typer.Option(help="local (this process, one device) or ray (a Ray cluster)")] = "local",
+        address: Annotated[str | None, typer.Option(help="ray: auto, HOST:PORT or ray://...; default: start a local Ray instance")] = None,
+        gpus: Annotated[float | None, typer.Option(help="ray: GPUs per run; default: the spec's resources, else 1 if the cluster has GPUs")] = None,
+        cpus: Annotated[float | None, typer.Option(help="ray: CPU cores per run; default: the spec's resources, else 1")] = None,
+        retries: Annotated[int, typer.Option(min=0, help="ray: reruns of a job whose worker process died")] = 2,
     ) -> None:
         """Train and measure every run of a spec that the database does not hold yet."""
         from benchsuite.runner import execute, make_plan
@@ -41,11 +46,12 @@ def register(app: typer.Typer) -> None:
         from benchsuite.store.writer import record_spec
 
         spec = load_spec(spec_path)  # validate before touching the database
+        runner = _executor(executor, address, gpus, cpus, retries, spec)
         text = spec_path.read_text()
         artifacts = artifacts or os.environ.get("BENCH_ARTIFACTS") or "bench_artifacts"
         engine = None if dry_run and not _db_exists(db) else open_store(db, create=not dry_run)
         plan = make_plan(spec, spec_hash(text), engine, artifacts=str(Path(artifacts).resolve()),
-                         data_dir=data_dir, device=device)
+                         data_dir=data_dir and str(Path(data_dir).resolve()), device=device)  # workers have other cwds
         if dry_run:
             rows = [(j.name, j.config.seed, j.config.dataset.name, j.status, ", ".join(a.kind for a in j.analyses), j.run_id)
                     for j in plan.jobs]
@@ -59,8 +65,9 @@ def register(app: typer.Typer) -> None:
         try:
             if todo:
                 with Reporter(len(todo), err_console) as reporter:
-                    counts = execute(todo, engine, reporter=reporter)
-                err_console.print(f"{counts['complete']} complete, {counts['failed']} failed")
+                    counts = execute(todo, engine, runner, reporter=reporter)
+                skipped = f", {counts['skipped']} skipped (another driver)" if counts["skipped"] else ""
+                err_console.print(f"{counts['complete']} complete, {counts['failed']} failed{skipped}")
             family = run_family_analyses(plan, engine, err_console, device)
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]: finished runs are stored; rerun the same command to resume")
@@ -76,3 +83,19 @@ def _db_exists(db: str | None) -> bool:
 
     url = resolve_url(db)
     return not is_duckdb(url) or Path(make_url(url).database).exists()
+
+
+def _executor(name: str, address: str | None, gpus: float | None, cpus: float | None, retries: int, spec):
+    """None for the local executor; Ray resources come from the options, else from the spec."""
+    from benchsuite.errors import BenchError
+
+    if name == "local":
+        if address is not None or gpus is not None or cpus is not None:
+            raise BenchError("--address, --gpus and --cpus need --executor ray")
+        return None
+    if name != "ray":
+        raise BenchError(f"--executor {name!r} is not one of local, ray")
+    from benchsuite.runner.ray_executor import RayExecutor
+
+    return RayExecutor(address, gpus if gpus is not None else spec.resources.gpus,
+                       cpus if cpus is not None else spec.resources.cpus, retries)

@@ -8,7 +8,6 @@ computed once and again only when the set of runs changes.
 
 from __future__ import annotations
 
-import fnmatch
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,7 @@ from benchsuite.registry import Registry
 from benchsuite.runner.analyses import analysis_id, heatmap_rows
 from benchsuite.runner.jobs import Job, build_model, describe_error
 from benchsuite.runner.plan import Plan
-from benchsuite.spec.load import canonical_json
+from benchsuite.spec.load import canonical_json, name_matches
 from benchsuite.store.writer import AnalysisRows, complete_analyses, run_statuses, write_analyses
 from benchsuite.train import PreparedData, prepare_data, select_device
 
@@ -124,8 +123,8 @@ def _cross_cka(ctx: FamilyContext, options: dict) -> dict[str, list[dict]]:
             if pairs is None:
                 return True
             na, nb = group[a].name, group[b].name
-            return any(fnmatch.fnmatchcase(na, ga) and fnmatch.fnmatchcase(nb, gb) or
-                       fnmatch.fnmatchcase(na, gb) and fnmatch.fnmatchcase(nb, ga) for ga, gb in pairs)
+            return any(name_matches(na, ga) and name_matches(nb, gb) or name_matches(na, gb) and name_matches(nb, ga)
+                       for ga, gb in pairs)
 
         if not any(wanted(a, b) for a in range(len(group)) for b in range(len(group))):
             continue

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,7 @@ def _check_semantics(spec: Spec, source: str) -> None:
     """What pydantic cannot check alone: registry names, per-family parameters, analysis options."""
     from benchsuite.data import list_datasets
     from benchsuite.models import get_family, list_families
+    from benchsuite.models.registry import ONE_VALUE
 
     if spec.dataset.name not in list_datasets():
         raise SpecError(source, "dataset.name", f"unknown dataset {spec.dataset.name!r}; allowed: {', '.join(list_datasets())}")
@@ -90,16 +92,26 @@ def _check_semantics(spec: Spec, source: str) -> None:
         raise SpecError(source, "family.name", f"unknown family {spec.family.name!r}; allowed: {', '.join(list_families())}")
     params_model = get_family(spec.family.name).params
     allowed = list(params_model.model_fields)
-    for key, values in spec.family.grid.items():
-        if key not in allowed:
-            raise SpecError(source, f"family.grid.{key}", f"unknown parameter of {spec.family.name}; allowed: {', '.join(allowed)}")
-        if not values:
-            raise SpecError(source, f"family.grid.{key}", "empty list; give at least one value")
-        for i, value in enumerate(values):
+    if not spec.family.grids:
+        raise SpecError(source, "family.grid", "empty list; give at least one grid")
+    for where, grid in spec.family.grids:
+        for key, values in grid.items():
+            if key not in allowed:
+                raise SpecError(source, f"{where}.{key}", f"unknown parameter of {spec.family.name}; allowed: {', '.join(allowed)}")
+            if not values:
+                raise SpecError(source, f"{where}.{key}", "empty list; give at least one value")
+            for i, value in enumerate(values):
+                try:
+                    params_model.model_validate({key: value}, context=ONE_VALUE)
+                except ValidationError as err:
+                    _raise_first(source, err, params_model, (*where.split("."), key, i), keep_loc=False)
+        for combo in _product(grid):  # cross-parameter checks
             try:
-                params_model.model_validate({key: value})
+                params_model.model_validate(combo)
             except ValidationError as err:
-                _raise_first(source, err, params_model, ("family", "grid", key, i), keep_loc=False)
+                point = ",".join(f"{k}={format_value(v)}" for k, v in combo.items())
+                msg = err.errors()[0]["msg"].removeprefix("Value error, ")
+                raise SpecError(source, where, f"{msg} (at {spec.family.name}[{point}])") from None
     kinds = analysis_kinds()
     for i, analysis in enumerate(spec.analyses):
         if analysis.kind not in kinds:
@@ -124,24 +136,38 @@ def format_value(v: Any) -> str:
     return json.dumps(v) if isinstance(v, (dict, list)) else str(v)
 
 
+def name_matches(name: str, pattern: str) -> bool:
+    """Glob match of a run name: `*` and `?` are wildcards, everything else (brackets too) is literal,
+    so `cifar_resnet[depth=56,width=1]` matches itself (fnmatch would read a character class)."""
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(regex, name) is not None
+
+
 def run_name(config: RunConfig) -> str:
     """Human name `family[k=v,...]` with sorted keys (the seed is a separate column)."""
     return f"{config.family}[{','.join(f'{k}={format_value(v)}' for k, v in sorted(config.params.items()))}]"
 
 
+def _product(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    keys = sorted(grid)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
+
+
 def expand(spec: Spec) -> list[RunConfig]:
-    """The product of the family grid and the seeds, with family defaults filled in."""
+    """Every grid point x training-set size x seed, with family defaults filled in (duplicates once)."""
     from benchsuite.models import get_family
 
     params_model = get_family(spec.family.name).params
-    keys = sorted(spec.family.grid)
-    configs = []
-    for combo in itertools.product(*(spec.family.grid[k] for k in keys)):
-        params = params_model.model_validate(dict(zip(keys, combo))).model_dump(mode="json")
-        for seed in spec.seeds:
-            configs.append(RunConfig(family=spec.family.name, params=params, dataset=spec.dataset,
-                                     train=spec.train, seed=seed))
-    return configs
+    configs: dict[str, RunConfig] = {}
+    for _, grid in spec.family.grids:
+        for combo in _product(grid):
+            params = params_model.model_validate(combo).model_dump(mode="json")
+            for size in spec.dataset.sizes:
+                dataset = spec.dataset.model_copy(update={"train_size": size})
+                for seed in spec.seeds:
+                    config = RunConfig(family=spec.family.name, params=params, dataset=dataset, train=spec.train, seed=seed)
+                    configs.setdefault(canonical_json(config), config)
+    return list(configs.values())
 
 
 def spec_hash(text: str) -> str:

@@ -13,8 +13,9 @@ class DatasetSpec(BaseModel):
     model_config = STRICT
 
     name: str = Field("digits", description="registered dataset: digits, cifar10, cifar100, fashion_mnist, ...")
-    train_size: int | float | None = Field(
-        None, description="training subset: a count (int) or a fraction in (0, 1]; null uses the whole split")
+    train_size: int | float | None | list[int | float | None] = Field(
+        None, description="training subset: a count (int) or a fraction in (0, 1]; null uses the whole split; "
+                          "a list sweeps over sizes (one run per size)")
     subset_seed: int = Field(0, description="seed choosing the class-balanced training subset")
     label_noise: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of training labels replaced at random")
     eval_size: int | None = Field(None, gt=3, description="examples in the fixed evaluation set; null: whole test split")
@@ -22,11 +23,20 @@ class DatasetSpec(BaseModel):
     @field_validator("train_size")
     @classmethod
     def _size(cls, v):
-        if isinstance(v, float) and not 0.0 < v <= 1.0:
-            raise ValueError(f"a fractional train_size must lie in (0, 1], got {v}")
-        if isinstance(v, int) and v < 1:
-            raise ValueError(f"train_size must be a positive count or a fraction in (0, 1], got {v}")
+        for size in v if isinstance(v, list) else [v]:
+            if isinstance(size, float) and not 0.0 < size <= 1.0:
+                raise ValueError(f"a fractional train_size must lie in (0, 1], got {size}")
+            if isinstance(size, int) and size < 1:
+                raise ValueError(f"train_size must be a positive count or a fraction in (0, 1], got {size}")
+            if size == 1 and isinstance(size, int):
+                raise ValueError("train_size 1 is a single example; write 1.0 for the whole split")
+        if v == []:
+            raise ValueError("empty list; give at least one size")
         return v
+
+    @property
+    def sizes(self) -> list[int | float | None]:
+        return self.train_size if isinstance(self.train_size, list) else [self.train_size]
 
 
 class TrainSpec(BaseModel):
@@ -82,12 +92,32 @@ class FamilySpec(BaseModel):
     model_config = STRICT
 
     name: str
-    grid: dict[str, list[Any]] = Field({}, description="architecture parameter -> list of values (their product)")
+    grid: dict[str, list[Any]] | list[dict[str, list[Any]]] = Field(
+        {}, description="architecture parameter -> list of values (their product); a list of such mappings "
+                        "declares the union of their products (e.g. a wide and a deep model)")
 
     @field_validator("grid", mode="before")
     @classmethod
     def _scalars_to_lists(cls, v):
-        return {k: (x if isinstance(x, list) else [x]) for k, x in v.items()} if isinstance(v, dict) else v
+        def lists(g):
+            return {k: (x if isinstance(x, list) else [x]) for k, x in g.items()} if isinstance(g, dict) else g
+        return [lists(g) for g in v] if isinstance(v, list) else lists(v)
+
+    @property
+    def grids(self) -> list[tuple[str, dict[str, list[Any]]]]:
+        """Each product grid with its field path in the spec, for errors."""
+        if isinstance(self.grid, dict):
+            return [("family.grid", self.grid)]
+        return [(f"family.grid[{i}]", g) for i, g in enumerate(self.grid)]
+
+
+class ResourcesSpec(BaseModel):
+    """What one run needs from a Ray cluster (`bench run --executor ray`); not part of any run id."""
+
+    model_config = STRICT
+
+    gpus: float | None = Field(None, ge=0, description="GPUs per run; null: 1 when the cluster has GPUs, else 0")
+    cpus: float | None = Field(None, ge=0, description="CPU cores per run (and torch threads); null: 1")
 
 
 class Spec(BaseModel):
@@ -101,6 +131,7 @@ class Spec(BaseModel):
     train: TrainSpec = TrainSpec()
     measure: MeasureSpec = MeasureSpec()
     analyses: list[AnalysisSpec] = []
+    resources: ResourcesSpec = ResourcesSpec()
 
     @field_validator("seeds", mode="before")
     @classmethod

@@ -4,7 +4,7 @@ Long format, one row per value, text keys computed in Python (no sequences), so 
 idempotent and the same on DuckDB and PostgreSQL. JSON is stored as text.
 """
 
-from sqlalchemy import Boolean, Column, Float, Integer, MetaData, Table, Text, DateTime
+from sqlalchemy import Boolean, Column, Double, Integer, MetaData, Table, Text, DateTime
 
 metadata = MetaData()
 
@@ -24,7 +24,7 @@ runs = Table(
     Column("family", Text, nullable=False),
     Column("params", Text, nullable=False),
     Column("dataset", Text, nullable=False),
-    Column("train_size", Float),  # as declared: a count, a fraction, or null (all)
+    Column("train_size", Double),  # as declared: a count, a fraction, or null (all)
     Column("train_examples", Integer),  # examples actually trained on
     Column("subset_seed", Integer),
     Column("seed", Integer, nullable=False),
@@ -34,8 +34,8 @@ runs = Table(
     Column("error", Text),
     Column("epochs_done", Integer),
     Column("num_params", Integer),
-    Column("train_seconds", Float),
-    Column("measure_seconds", Float),
+    Column("train_seconds", Double),
+    Column("measure_seconds", Double),
     Column("device", Text),
     Column("versions", Text),
     Column("git_commit", Text),
@@ -48,7 +48,7 @@ metrics = Table(
     Column("run_id", Text, primary_key=True),
     Column("name", Text, primary_key=True),
     Column("epoch", Integer, primary_key=True),
-    Column("value", Float),
+    Column("value", Double),
 )
 
 layers = Table(
@@ -81,7 +81,7 @@ cka = Table(
     Column("epoch_b", Integer, primary_key=True),
     Column("layer_b", Integer, primary_key=True),
     Column("pc_removed", Boolean, primary_key=True),
-    Column("value", Float),
+    Column("value", Double),
     Column("estimator", Text),
 )
 
@@ -90,9 +90,9 @@ pcs = Table(
     Column("analysis_id", Text, primary_key=True),
     Column("run_id", Text, primary_key=True),
     Column("layer", Integer, primary_key=True),
-    Column("pc1_fraction", Float),
-    Column("lambda1", Float),
-    Column("total_variance", Float),
+    Column("pc1_fraction", Double),
+    Column("lambda1", Double),
+    Column("total_variance", Double),
 )
 
 # 0002: principal-component details, block structure, predictions, probes, block deletion, error patterns.
@@ -103,7 +103,7 @@ pc_scores = Table(
     Column("run_id", Text, primary_key=True),
     Column("layer", Integer, primary_key=True),
     Column("example", Integer, primary_key=True),
-    Column("score", Float),
+    Column("score", Double),
 )
 
 pc_cosines = Table(
@@ -113,7 +113,7 @@ pc_cosines = Table(
     Column("layer_a", Integer, primary_key=True),
     Column("run_b", Text, primary_key=True),
     Column("layer_b", Integer, primary_key=True),
-    Column("value", Float),
+    Column("value", Double),
 )
 
 blocks = Table(
@@ -123,20 +123,20 @@ blocks = Table(
     Column("block", Integer, primary_key=True),
     Column("start_layer", Integer),
     Column("end_layer", Integer),
-    Column("size_fraction", Float),
-    Column("mean_cka", Float),
-    Column("mean_pc1", Float),
+    Column("size_fraction", Double),
+    Column("mean_cka", Double),
+    Column("mean_pc1", Double),
     Column("survives_pc1_removal", Boolean),
-    Column("score", Float),
+    Column("score", Double),
 )
 
 block_scores = Table(
     "block_scores", metadata,
     Column("analysis_id", Text, primary_key=True),
     Column("run_id", Text, primary_key=True),
-    Column("score", Float),
+    Column("score", Double),
     Column("num_blocks", Integer),
-    Column("largest_fraction", Float),
+    Column("largest_fraction", Double),
 )
 
 predictions = Table(
@@ -146,7 +146,7 @@ predictions = Table(
     Column("example", Integer, primary_key=True),
     Column("label", Integer),
     Column("prediction", Integer),
-    Column("confidence", Float),
+    Column("confidence", Double),
 )
 
 probes = Table(
@@ -154,8 +154,8 @@ probes = Table(
     Column("analysis_id", Text, primary_key=True),
     Column("run_id", Text, primary_key=True),
     Column("layer", Integer, primary_key=True),
-    Column("accuracy", Float),
-    Column("train_accuracy", Float),
+    Column("accuracy", Double),
+    Column("train_accuracy", Double),
 )
 
 ablations = Table(
@@ -165,19 +165,19 @@ ablations = Table(
     Column("target", Text, primary_key=True),  # a probe point's name, or "block:START-END"
     Column("start_layer", Integer),
     Column("end_layer", Integer),
-    Column("accuracy", Float),
-    Column("accuracy_drop", Float),
+    Column("accuracy", Double),
+    Column("accuracy_drop", Double),
 )
 
 error_classes = Table(
     "error_classes", metadata,
     Column("analysis_id", Text, primary_key=True),
     Column("class", Integer, primary_key=True),
-    Column("mean_a", Float),
-    Column("mean_b", Float),
-    Column("statistic", Float),
-    Column("p_value", Float),
-    Column("q_value", Float),
+    Column("mean_a", Double),
+    Column("mean_b", Double),
+    Column("statistic", Double),
+    Column("p_value", Double),
+    Column("q_value", Double),
     Column("significant", Boolean),
 )
 
@@ -186,9 +186,24 @@ error_agreement = Table(
     Column("analysis_id", Text, primary_key=True),
     Column("run_a", Text, primary_key=True),
     Column("run_b", Text, primary_key=True),
-    Column("both_right", Float),
-    Column("both_wrong", Float),
-    Column("a_only_right", Float),
-    Column("b_only_right", Float),
-    Column("agreement", Float),
+    Column("both_right", Double),
+    Column("both_wrong", Double),
+    Column("a_only_right", Double),
+    Column("b_only_right", Double),
+    Column("agreement", Double),
+)
+
+# 0004: the paper's claims evaluated over stored results (bench claims).
+
+claims = Table(
+    "claims", metadata,
+    Column("scope", Text, primary_key=True),  # the specs evaluated, comma-separated, or "all"
+    Column("claim", Text, primary_key=True),  # C1 ... C8
+    Column("title", Text),
+    Column("statistic", Double),
+    Column("uncertainty", Double),
+    Column("verdict", Text),  # supported, not supported, not enough runs
+    Column("meaning", Text),
+    Column("note", Text),
+    Column("evidence", Text),  # JSON: {"columns": [...], "rows": [[...]], "figure": {...}}
 )

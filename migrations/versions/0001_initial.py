@@ -30,7 +30,7 @@ def upgrade() -> None:
         sa.Column("family", sa.Text, nullable=False),
         sa.Column("params", sa.Text, nullable=False),
         sa.Column("dataset", sa.Text, nullable=False),
-        sa.Column("train_size", sa.Float),
+        sa.Column("train_size", sa.Double),
         sa.Column("train_examples", sa.Integer),
         sa.Column("subset_seed", sa.Integer),
         sa.Column("seed", sa.Integer, nullable=False),
@@ -40,8 +40,8 @@ def upgrade() -> None:
         sa.Column("error", sa.Text),
         sa.Column("epochs_done", sa.Integer),
         sa.Column("num_params", sa.Integer),
-        sa.Column("train_seconds", sa.Float),
-        sa.Column("measure_seconds", sa.Float),
+        sa.Column("train_seconds", sa.Double),
+        sa.Column("measure_seconds", sa.Double),
         sa.Column("device", sa.Text),
         sa.Column("versions", sa.Text),
         sa.Column("git_commit", sa.Text),
@@ -53,7 +53,7 @@ def upgrade() -> None:
         sa.Column("run_id", sa.Text, primary_key=True),
         sa.Column("name", sa.Text, primary_key=True),
         sa.Column("epoch", sa.Integer, primary_key=True),
-        sa.Column("value", sa.Float),
+        sa.Column("value", sa.Double),
     )
     op.create_table(
         "layers",
@@ -83,7 +83,7 @@ def upgrade() -> None:
         sa.Column("epoch_b", sa.Integer, primary_key=True),
         sa.Column("layer_b", sa.Integer, primary_key=True),
         sa.Column("pc_removed", sa.Boolean, primary_key=True),
-        sa.Column("value", sa.Float),
+        sa.Column("value", sa.Double),
         sa.Column("estimator", sa.Text),
     )
     op.create_table(
@@ -91,9 +91,9 @@ def upgrade() -> None:
         sa.Column("analysis_id", sa.Text, primary_key=True),
         sa.Column("run_id", sa.Text, primary_key=True),
         sa.Column("layer", sa.Integer, primary_key=True),
-        sa.Column("pc1_fraction", sa.Float),
-        sa.Column("lambda1", sa.Float),
-        sa.Column("total_variance", sa.Float),
+        sa.Column("pc1_fraction", sa.Double),
+        sa.Column("lambda1", sa.Double),
+        sa.Column("total_variance", sa.Double),
     )
 
 

@@ -1,0 +1,1 @@
+"""Reports over the results database: the paper's claims, evaluated from stored results."""
