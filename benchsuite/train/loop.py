@@ -74,7 +74,7 @@ class TrainResult:
 
 
 def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp = path.with_suffix(f"{path.suffix}.{os.getpid()}.tmp")  # per process: drivers may share a folder
     torch.save(obj, tmp)
     os.replace(tmp, path)
 
