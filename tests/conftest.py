@@ -22,6 +22,15 @@ analyses: [cka, pcs]
 """
 
 
+def rows(db, sql: str) -> list[tuple]:
+    """Every row of a query on a DuckDB file, opened read-only."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(f"duckdb:///{db}", connect_args={"read_only": True}, poolclass=sa.pool.NullPool)
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(sa.text(sql))]
+
+
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
     """A fresh folder as the working directory, with the database and artifacts inside it."""

@@ -6,7 +6,6 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import sqlalchemy as sa
 from scipy import stats
 
 from benchsuite.analyses.errors import (
@@ -15,6 +14,7 @@ from benchsuite.analyses.errors import (
 )
 from benchsuite.errors import SpecError
 from benchsuite.spec import parse_spec
+from conftest import rows
 
 
 def test_benjamini_hochberg_by_hand():
@@ -140,12 +140,6 @@ analyses:
   - ablation
   - {kind: errors, group_a: "cifar_resnet[depth=8,*", group_b: {depth: 14}}
 """
-
-
-def rows(db, sql):
-    engine = sa.create_engine(f"duckdb:///{db}", connect_args={"read_only": True}, poolclass=sa.pool.NullPool)
-    with engine.connect() as conn:
-        return [tuple(r) for r in conn.execute(sa.text(sql))]
 
 
 def test_bench_run_stores_every_analysis_and_the_views_answer(workdir, cli):

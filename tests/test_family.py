@@ -2,8 +2,7 @@
 
 import numpy as np
 
-from conftest import TINY_SPEC
-from test_run import rows
+from conftest import TINY_SPEC, rows
 
 SPEC = TINY_SPEC.replace("depth: [8]", "depth: [8, 14]").replace("seeds: [0]", "seeds: [0, 1]").replace(
     "epochs: 2", "epochs: 3").replace(

@@ -10,11 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 from benchsuite.runner import execute, make_plan
 from benchsuite.spec import MeasureSpec, parse_spec
 from benchsuite.store.engine import open_store
+from conftest import rows
 
 TINY = """\
 name: tiny_ray
@@ -39,12 +39,6 @@ COMPARED = {
     "pc_scores": "analysis_id, run_id, layer, example, score",
     "pc_cosines": "analysis_id, run_a, layer_a, run_b, layer_b, value",
 }
-
-
-def rows(db: Path, sql: str) -> list[tuple]:
-    engine = sa.create_engine(f"duckdb:///{db}", connect_args={"read_only": True}, poolclass=sa.pool.NullPool)
-    with engine.connect() as conn:
-        return [tuple(r) for r in conn.execute(sa.text(sql))]
 
 
 def ray_tasks_of(run_id: str) -> list[int]:

@@ -7,16 +7,8 @@ import sys
 import time
 
 import numpy as np
-import sqlalchemy as sa
 
-from benchsuite.measure import linear_cka
-from conftest import TINY_SPEC
-
-
-def rows(db, sql):
-    engine = sa.create_engine(f"duckdb:///{db}", connect_args={"read_only": True}, poolclass=sa.pool.NullPool)
-    with engine.connect() as conn:
-        return [tuple(r) for r in conn.execute(sa.text(sql))]
+from conftest import TINY_SPEC, rows
 
 
 def test_run_stores_rows_and_rerun_trains_nothing(tiny_spec, cli):

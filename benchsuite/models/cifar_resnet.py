@@ -7,7 +7,6 @@ shortcut, global average pooling and a linear head.
 
 from __future__ import annotations
 
-import torch
 import torch.nn as nn
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
