@@ -19,7 +19,9 @@ def _run(depth, width, seed, train_examples=1000):
     rid = f"{depth}-{width}-{seed}-{train_examples}"
     return rid, dict(run_id=rid, name=name, family="cifar_resnet", params=json.dumps({"depth": depth, "width": width}),
                      dataset="digits", train_size=None, train_examples=train_examples, subset_seed=0, seed=seed,
-                     config="{}", spec_hash="s", status="complete", epochs_done=1)
+                     config=json.dumps({"family": "cifar_resnet", "params": {"depth": depth, "width": width},
+                                        "dataset": {"name": "digits", "train_size": train_examples}, "seed": seed}),
+                     spec_hash="s", status="complete", epochs_done=1)
 
 
 def make_db(path, holds: bool):
@@ -119,3 +121,20 @@ def test_report_is_deterministic_and_stored(tmp_path, cli):
     assert "**Verdict: supported.**" in text and "![C1](figures/C1.svg)" in text
     verdicts = cli("query", "SELECT claim, verdict FROM claims ORDER BY claim", "--db", tmp_path / "r.duckdb", "-f", "csv")
     assert verdicts.stdout.splitlines()[1:] == [f"C{i},supported" for i in range(1, 9)]
+
+
+def _sweep(engine, train_examples: int, scores: dict[int, float]):
+    """Add a depth sweep (3 seeds a depth) trained on another data size, with the given block scores."""
+    for depth, score in scores.items():
+        for seed in range(3):
+            rid, row = _run(depth, 1, seed, train_examples)
+            write_run(engine, RunRows(run=row, analyses=[AnalysisRows(f"b-{rid}", "blocks", [rid], {}, rows={
+                "block_scores": [dict(run_id=rid, score=score + 0.01 * seed, num_blocks=0, largest_fraction=0.0)]})]))
+
+
+def test_a_sweep_without_blocks_neither_supports_nor_contradicts(tmp_path):
+    engine = make_db(tmp_path / "h.duckdb", True)
+    _sweep(engine, 700, {8: 0.0, 56: 0.0})
+    assert claims_of(engine)["C1"].verdict == SUPPORTED
+    _sweep(engine, 800, {8: 0.5, 56: 0.0})  # less block when deeper: contradicts
+    assert claims_of(engine)["C1"].verdict == NOT_SUPPORTED

@@ -6,9 +6,12 @@ supported", "not enough runs") and the table of evidence it was computed from. T
 - Trends (C1 depth, C2 width, C3 data size) compare the mean block score (table block_scores) at
   the two extremes of a sweep: runs that differ only in that parameter. statistic = mean score at
   the end where the paper expects more block (deepest, widest, least data) minus the other end;
-  uncertainty = its standard error over seeds. Supported when the statistic > 0, exceeds
-  TREND_SE x its standard error, and Spearman's rho between the parameter and the score over all
-  runs of the sweep is >= MIN_RHO in the expected direction. Every level needs MIN_SEEDS seeds.
+  uncertainty = its standard error over seeds. A sweep supports the claim when the statistic > 0,
+  exceeds TREND_SE x its standard error, and Spearman's rho between the parameter and the score
+  over all runs of the sweep is >= MIN_RHO in the expected direction; it contradicts it when the
+  statistic is below -TREND_SE x its standard error. Every level needs MIN_SEEDS seeds. The claim
+  is supported when some sweep supports it and none contradicts it (a sweep without any block,
+  e.g. on data too large for the models to form one, neither supports nor contradicts).
 - C4: the mean first-PC fraction inside detected blocks must reach DOMINANT_PC1, and at least
   DISSOLVE_FRACTION of the blocks must dissolve when each layer's PC1 is removed (their mean CKA
   after removal falls under the detector's min_cka, i.e. survives_pc1_removal is false).
@@ -73,6 +76,7 @@ class Run:
     seed: int
     spec: str
     eval_acc: float | None
+    config: dict = field(default_factory=dict)  # the run's full configuration (RunConfig as JSON)
     score: float | None = None
     blocks: list[tuple[int, int]] = field(default_factory=list)
     blocks_analysis: str | None = None
@@ -89,10 +93,11 @@ class Results:
         if specs:
             where += " AND s.name IN (" + ", ".join(f"'{s}'" for s in specs if "'" not in s) + ")"
         rows = self.query(
-            "SELECT r.run_id, r.name, r.family, r.params, r.dataset, r.train_examples, r.seed, s.name, a.eval_acc "
+            "SELECT r.run_id, r.name, r.family, r.params, r.dataset, r.train_examples, r.seed, s.name, a.eval_acc, r.config "
             "FROM runs r LEFT JOIN specs s ON s.spec_hash = r.spec_hash "
             f"LEFT JOIN run_accuracy a ON a.run_id = r.run_id WHERE {where} ORDER BY r.name, r.seed, r.run_id")
-        self.runs = {r[0]: Run(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5], r[6], r[7] or "", r[8]) for r in rows}
+        self.runs = {r[0]: Run(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5], r[6], r[7] or "", r[8], json.loads(r[9]))
+                     for r in rows}
         # The latest block analysis of each run.
         for aid, run_id, score in self.query(
                 "SELECT b.analysis_id, b.run_id, b.score FROM block_scores b JOIN analyses a USING (analysis_id) "
@@ -144,15 +149,18 @@ def _level(run: Run, param: str):
 
 
 def sweeps(results: Results, param: str) -> list[list[Run]]:
-    """Groups of scored runs that differ only in `param` (and seed), with at least two levels."""
+    """Groups of scored runs whose configurations differ only in `param` and the seed, with at least
+    two levels of `param` (runs trained with another recipe form a sweep of their own)."""
     groups: dict[str, list[Run]] = {}
     for run in results.runs.values():
         if run.score is None or _level(run, param) is None:
             continue
-        rest = {k: v for k, v in run.params.items() if k != param}
-        size = None if param == "train_examples" else run.train_examples
-        key = json.dumps([run.family, run.dataset, size, rest], sort_keys=True)
-        groups.setdefault(key, []).append(run)
+        rest = {**run.config, "seed": None}
+        if param == "train_examples":
+            rest["dataset"] = {**rest.get("dataset", {}), "train_size": None}
+        else:
+            rest["params"] = {**rest.get("params", {}), param: None}
+        groups.setdefault(json.dumps(rest, sort_keys=True), []).append(run)
     return [g for _, g in sorted(groups.items()) if len({_level(r, param) for r in g}) >= 2]
 
 
@@ -183,14 +191,16 @@ def trend(results: Results, claim: str, title: str, param: str, more_block_at: s
         hs, ls = [r.score for r in high], [r.score for r in low]
         diff = float(np.mean(hs) - np.mean(ls))
         se = math.sqrt(np.var(hs, ddof=1) / len(hs) + np.var(ls, ddof=1) / len(ls))
-        rho = stats.spearmanr([_level(r, param) for r in runs], [r.score for r in runs]).statistic
-        ok = diff > 0 and diff > TREND_SE * se and np.isfinite(rho) and sign * rho >= MIN_RHO
-        verdicts.append((diff, se, ok, rho))
+        scores = [r.score for r in runs]
+        # Spearman's rho is undefined when every score is equal (e.g. no block anywhere): no trend.
+        rho = stats.spearmanr([_level(r, param) for r in runs], scores).statistic if len(set(scores)) > 1 else 0.0
+        ok = diff > 0 and diff > TREND_SE * se and sign * rho >= MIN_RHO
+        verdicts.append((diff, se, ok, rho, diff < -TREND_SE * se))
     result.figure.update(xlabel=label, ylabel="block score", log=param == "train_examples")
     if verdicts:
-        diff, se, ok, rho = max(verdicts, key=lambda v: v[0])
+        diff, se = max(verdicts, key=lambda v: v[0])[:2]
         result.statistic, result.uncertainty = diff, se
-        result.verdict = SUPPORTED if all(v[2] for v in verdicts) else NOT_SUPPORTED
+        result.verdict = SUPPORTED if any(v[2] for v in verdicts) and not any(v[4] for v in verdicts) else NOT_SUPPORTED
         result.note = "Spearman rho (parameter vs block score): " + ", ".join(f"{v[3]:.2f}" for v in verdicts)
     return result
 
