@@ -68,12 +68,15 @@ def _provenance(results: Results) -> str:
         return "No complete runs in the database yet: run the specs in specs/repro/ first.\n"
     rows = results.conn.execute(sa.select(t.runs.c.spec_hash, t.runs.c.device, t.runs.c.train_seconds,
                                           t.runs.c.measure_seconds, t.runs.c.versions).where(t.runs.c.run_id.in_(ids))).all()
-    specs = dict(results.conn.execute(sa.select(t.specs.c.spec_hash, t.specs.c.path)).all())
+    # A spec by its name and file name (not its full path, which differs between machines).
+    specs = {h: f"{name} ({Path(path or '?').name})" for h, name, path in
+             results.conn.execute(sa.select(t.specs.c.spec_hash, t.specs.c.name, t.specs.c.path)).all()}
     per_spec: dict[str, list] = {}
     for spec_hash, device, train_s, measure_s, versions in rows:
         per_spec.setdefault(specs.get(spec_hash, "?"), []).append((train_s or 0) + (measure_s or 0))
     devices = sorted({r[1] for r in rows if r[1]})
     versions = sorted({r[4] for r in rows if r[4]})
+    # A run shared by several specs (same configuration) counts once, for the spec that last wrote it.
     lines = ["| spec | runs | train + measure time (min) |", "|---|---|---|"]
     lines += [f"| `{s}` | {len(v)} | {sum(v) / 60:.1f} |" for s, v in sorted(per_spec.items())]
     return ("\n".join(lines) + f"\n\nHardware: {', '.join(devices)}.  \nVersions: {'; '.join(versions)}.\n")
