@@ -36,20 +36,22 @@ def register(app: typer.Typer) -> None:
         gpus: Annotated[float | None, typer.Option(help="ray: GPUs per run; default: the spec's resources, else 1 if the cluster has GPUs")] = None,
         cpus: Annotated[float | None, typer.Option(help="ray: CPU cores per run; default: the spec's resources, else 1")] = None,
         retries: Annotated[int, typer.Option(min=0, help="ray: reruns of a job whose worker process died")] = 2,
+        threads: Annotated[int | None, typer.Option(min=1, help="torch CPU threads in this process [env: BENCH_THREADS; default: cores - 1]")] = None,
     ) -> None:
         """Train and measure every run of a spec that the database does not hold yet."""
         from benchsuite.runner import execute, make_plan
         from benchsuite.runner.family import run_family_analyses
         from benchsuite.runner.progress import Reporter
         from benchsuite.spec import load_spec, spec_hash
-        from benchsuite.store.engine import open_store, resolve_url
+        from benchsuite.store.engine import database_exists, open_store, resolve_url
         from benchsuite.store.writer import record_spec
 
         spec = load_spec(spec_path)  # validate before touching the database
         runner = _executor(executor, address, gpus, cpus, retries, spec)
+        _set_threads(threads)
         text = spec_path.read_text()
         artifacts = artifacts or os.environ.get("BENCH_ARTIFACTS") or "bench_artifacts"
-        engine = None if dry_run and not _db_exists(db) else open_store(db, create=not dry_run)
+        engine = None if dry_run and not database_exists(db) else open_store(db, create=not dry_run)
         plan = make_plan(spec, spec_hash(text), engine, artifacts=str(Path(artifacts).resolve()),
                          data_dir=data_dir and str(Path(data_dir).resolve()), device=device)  # workers have other cwds
         if dry_run:
@@ -76,13 +78,13 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1)
 
 
-def _db_exists(db: str | None) -> bool:
-    from sqlalchemy.engine import make_url
+def _set_threads(threads: int | None) -> None:
+    """Leave a core free by default: small models gain little from more threads, and OpenMP threads
+    that outnumber the free cores spin-wait, which slows training tenfold on a busy machine."""
+    import torch
 
-    from benchsuite.store.engine import is_duckdb, resolve_url
-
-    url = resolve_url(db)
-    return not is_duckdb(url) or Path(make_url(url).database).exists()
+    threads = threads or int(os.environ.get("BENCH_THREADS") or 0) or max(1, (os.cpu_count() or 1) - 1)
+    torch.set_num_threads(threads)
 
 
 def _executor(name: str, address: str | None, gpus: float | None, cpus: float | None, retries: int, spec):
