@@ -1,5 +1,7 @@
 """Block-structure detector on synthetic heatmaps like those its defaults were calibrated on."""
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -87,7 +89,7 @@ def test_score_grows_with_block_size():
         cka, pc1 = heatmap(28, [(0, size - 1)], noise=0.01, seed=size)
         scores.append(block_score(cka, pc1))
     assert scores[0] > 0
-    assert all(a < b for a, b in zip(scores, scores[1:])), scores
+    assert all(a < b for a, b in itertools.pairwise(scores)), scores
 
 
 def test_score_grows_with_block_strength_and_fades_at_the_threshold():
@@ -96,7 +98,7 @@ def test_score_grows_with_block_strength_and_fades_at_the_threshold():
         cka, pc1 = heatmap(28, [(5, 20)], level=level, noise=0.0)
         scores.append(block_score(cka, pc1))
     assert scores[0] < 0.05
-    assert all(a < b for a, b in zip(scores, scores[1:])), scores
+    assert all(a < b for a, b in itertools.pairwise(scores)), scores
 
 
 def test_two_blocks_score_more_than_either():
@@ -166,9 +168,12 @@ def test_calibration_defaults_on_random_draws():
         assert_found(detect_blocks(cka, pc1), planted)
 
 
-def test_result_is_a_list_of_blocks():
+def test_blocks_hold_plain_python_values_for_the_store():
     cka, pc1 = heatmap(28, [(5, 20)])
-    assert all(isinstance(b, Block) for b in detect_blocks(cka, pc1))
+    (b,) = detect_blocks(cka, pc1, cka_after_pc1_removal=cka)
+    assert isinstance(b, Block)
+    values = (b.start, b.end, b.size_fraction, b.mean_cka, b.mean_pc1, b.survives_pc1_removal, b.score)
+    assert [type(v) for v in values] == [int, int, float, float, float, bool, float]
 
 
 @pytest.mark.parametrize(
