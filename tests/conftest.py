@@ -11,15 +11,21 @@ from conftest_services import *  # noqa: F401,F403  (session fixtures: a Ray clu
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(1)
 
-TINY_SPEC = """\
-name: tiny
-dataset: {name: digits, train_size: 300, eval_size: 120}
-family: {name: cifar_resnet, grid: {depth: [8], width: [1]}}
-seeds: [0]
-train: {epochs: 2, batch_size: 64, lr: 0.05}
-measure: {batch_size: 50}
-analyses: [cka, pcs]
+def make_spec(name: str = "tiny", *, train_size: int = 300, eval_size: int = 120, depths: str = "[8]",
+              seeds: str = "[0]", epochs: int = 2, batch_size: int = 64, analyses: str = "[cka, pcs]") -> str:
+    """A spec small enough to train in seconds on digits; tests vary only what they need."""
+    return f"""\
+name: {name}
+dataset: {{name: digits, train_size: {train_size}, eval_size: {eval_size}}}
+family: {{name: cifar_resnet, grid: {{depth: {depths}, width: [1]}}}}
+seeds: {seeds}
+train: {{epochs: {epochs}, batch_size: {batch_size}, lr: 0.05}}
+measure: {{batch_size: 50}}
+analyses: {analyses}
 """
+
+
+TINY_SPEC = make_spec()
 
 
 def rows(db, sql: str) -> list[tuple]:

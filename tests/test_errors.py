@@ -14,7 +14,7 @@ from benchsuite.analyses.errors import (
 )
 from benchsuite.errors import SpecError
 from benchsuite.spec import parse_spec
-from conftest import rows
+from conftest import make_spec, rows
 
 
 def test_benjamini_hochberg_by_hand():
@@ -126,20 +126,9 @@ def test_errors_options_need_groups_unless_matched_on_accuracy():
         parse_spec(base + "{kind: probes, pooling: max}")
 
 
-SPEC = """\
-name: errors
-dataset: {name: digits, train_size: 200, eval_size: 100}
-family: {name: cifar_resnet, grid: {depth: [8, 14], width: [1]}}
-seeds: [0, 1]
-train: {epochs: 2, batch_size: 50, lr: 0.05}
-measure: {batch_size: 50}
-analyses:
-  - predictions
-  - probes
-  - blocks
-  - ablation
-  - {kind: errors, group_a: "cifar_resnet[depth=8,*", group_b: {depth: 14}}
-"""
+SPEC = make_spec("errors", train_size=200, eval_size=100, depths="[8, 14]", seeds="[0, 1]", batch_size=50,
+                 analyses='[predictions, probes, blocks, ablation, '
+                          '{kind: errors, group_a: "cifar_resnet[depth=8,*", group_b: {depth: 14}}]')
 
 
 def test_bench_run_stores_every_analysis_and_the_views_answer(workdir, cli):
@@ -189,8 +178,8 @@ def test_bench_run_stores_every_analysis_and_the_views_answer(workdir, cli):
     assert all(0 <= r["largest"] <= r["total"] <= 1 for r in sizes)
 
     # Without stored predictions the comparison predicts with the checkpoints: the same result.
-    (workdir / "f.yaml").write_text(SPEC.replace("  - predictions\n  - probes\n  - blocks\n  - ablation\n", "")
-                                    + "  - {kind: errors, match: accuracy, test: permutation}\n")
+    (workdir / "f.yaml").write_text(SPEC.replace("[predictions, probes, blocks, ablation, ", "[").replace(
+        "}}]", "}}, {kind: errors, match: accuracy, test: permutation}]"))
     again = cli("run", "f.yaml", "--db", "fresh.duckdb")
     assert again.exit_code == 0, again.output
     fresh = workdir / "fresh.duckdb"

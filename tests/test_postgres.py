@@ -15,16 +15,9 @@ import sqlalchemy as sa
 from benchsuite.store import tables
 from benchsuite.store.engine import current_revision, head_revision, make_engine, upgrade
 from benchsuite.store.writer import AnalysisRows, RunRows, set_run_status, write_run
+from conftest import make_spec
 
-TINY = """\
-name: tiny_pg
-dataset: {name: digits, train_size: 200, eval_size: 100}
-family: {name: cifar_resnet, grid: {depth: [8], width: [1]}}
-seeds: [0, 1]
-train: {epochs: 1, batch_size: 64, lr: 0.05}
-measure: {batch_size: 50}
-analyses: [cka, pcs]
-"""
+TINY = make_spec("tiny_pg", train_size=200, eval_size=100, seeds="[0, 1]", epochs=1)
 VOLATILE = {"created_at", "updated_at", "train_seconds", "measure_seconds", "device", "path"}  # differ run to run
 
 

@@ -14,17 +14,9 @@ import pytest
 from benchsuite.runner import execute, make_plan
 from benchsuite.spec import MeasureSpec, parse_spec
 from benchsuite.store.engine import open_store
-from conftest import rows
+from conftest import make_spec, rows
 
-TINY = """\
-name: tiny_ray
-dataset: {name: digits, train_size: 200, eval_size: 100}
-family: {name: cifar_resnet, grid: {depth: [8], width: [1]}}
-seeds: [0, 1]
-train: {epochs: 2, batch_size: 64, lr: 0.05}
-measure: {batch_size: 50}
-analyses: [cka, pcs]
-"""
+TINY = make_spec("tiny_ray", train_size=200, eval_size=100, seeds="[0, 1]")
 # Long enough (a few seconds) to be killed or interrupted after its first checkpoint.
 SLOW = TINY.replace("train_size: 200", "train_size: 600").replace("depth: [8]", "depth: [14]").replace("epochs: 2", "epochs: 4")
 

@@ -25,6 +25,7 @@ import sqlalchemy as sa
 
 from benchsuite.store import open_store
 from benchsuite.store.writer import AnalysisRows, RunRows, record_spec, write_analyses, write_run
+from conftest import make_spec
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = "/usr/bin/chromium"
@@ -32,15 +33,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync", "--no-first-run"]
 XSS = "<script>alert(1)</script>"
 
-SPEC = """\
-name: site
-dataset: {name: digits, train_size: 200, eval_size: 100}
-family: {name: cifar_resnet, grid: {depth: [8, 14], width: [1]}}
-seeds: [0, 1]
-train: {epochs: 1, batch_size: 64, lr: 0.05}
-measure: {batch_size: 50}
-analyses: [cka, pcs, {kind: cross_cka, across: all}]
-"""
+SPEC = make_spec("site", train_size=200, eval_size=100, depths="[8, 14]", seeds="[0, 1]", epochs=1,
+                 analyses="[cka, pcs, {kind: cross_cka, across: all}]")
 
 
 def _runs(db: Path) -> list[tuple[str, str, int, int]]:
