@@ -97,8 +97,17 @@ def test_run_name_globs_take_brackets_literally():
     assert not name_matches(name, "cifar_resnet[depth=56")
 
 
+class FakeConfig(dict):
+    """The two parts of a RunConfig the selectors read: `.params`, and its JSON (architectures differ but in seed)."""
+
+    @property
+    def params(self):
+        return self["params"]
+
+
 def fake_runs(*names_and_accuracies):
-    return [SimpleNamespace(run_id=f"{name}/{i}", name=name, config=SimpleNamespace(params=params), accuracy=acc)
+    return [SimpleNamespace(run_id=f"{name}/{i}", name=name, config=FakeConfig(family="r", params=params, seed=i),
+                            accuracy=acc)
             for name, params, accs in names_and_accuracies for i, acc in enumerate(accs)]
 
 

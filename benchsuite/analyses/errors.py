@@ -27,7 +27,7 @@ from benchsuite.analyses.predictions import predict
 from benchsuite.errors import BenchError
 from benchsuite.runner.family import FamilyContext, family_analysis
 from benchsuite.runner.jobs import Job
-from benchsuite.spec.load import name_matches
+from benchsuite.spec.load import config_key, name_matches
 from benchsuite.store import tables as t
 
 
@@ -173,9 +173,10 @@ def _predictions(ctx: FamilyContext, runs: list[Job]) -> dict[str, tuple[np.ndar
 
 
 def _by_architecture(runs: list[Job]) -> dict[str, list[Job]]:
+    """The seeds of each trained setting: runs whose configurations differ only in the seed."""
     out: dict[str, list[Job]] = {}
     for j in runs:
-        out.setdefault(j.name, []).append(j)
+        out.setdefault(config_key(j.config), []).append(j)
     return out
 
 

@@ -30,6 +30,11 @@ def analysis_id(kind: str, options: dict, run_ids: list[str], measure: dict) -> 
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
+def measure_id(measure: dict) -> str:
+    """A measurement setting (a spec's `measure` section: probe points, batches) as a short hash."""
+    return hashlib.sha256(json.dumps(measure, sort_keys=True).encode()).hexdigest()[:16]
+
+
 @dataclass
 class RunContext:
     run_id: str

@@ -18,10 +18,10 @@ from sqlalchemy.engine import Engine
 from benchsuite.measure import measure_models
 from benchsuite.models import probe_points
 from benchsuite.registry import Registry
-from benchsuite.runner.analyses import analysis_id, heatmap_rows
+from benchsuite.runner.analyses import analysis_id, heatmap_rows, measure_id
 from benchsuite.runner.jobs import Job, build_model, describe_error
 from benchsuite.runner.plan import Plan
-from benchsuite.spec.load import canonical_json, name_matches
+from benchsuite.spec.load import canonical_json, config_key, name_matches
 from benchsuite.store.writer import AnalysisRows, complete_analyses, run_statuses, write_analyses
 from benchsuite.train import PreparedData, prepare_data, select_device
 
@@ -86,7 +86,8 @@ def run_family_analyses(plan: Plan, engine: Engine, console=None, device: str = 
     counts = {"complete": 0, "failed": 0}
     for p in plan_family(plan, engine):
         ctx = FamilyContext(p.runs, engine, select_device(device))
-        result = AnalysisRows(p.analysis_id, p.kind, [j.run_id for j in p.runs], p.options)
+        result = AnalysisRows(p.analysis_id, p.kind, [j.run_id for j in p.runs], p.options,
+                              measure_id=measure_id(plan.spec.measure.model_dump(mode="json")))
         try:
             result.rows = _FAMILY[p.kind](ctx, p.options)
         except Exception as exc:
@@ -108,7 +109,9 @@ def _eval_key(job: Job) -> str:
 @family_analysis("cross_cka")
 def _cross_cka(ctx: FamilyContext, options: dict) -> dict[str, list[dict]]:
     across = options.get("across", "seeds")
-    key = {"seeds": lambda j: (j.name, _eval_key(j)), "architectures": lambda j: (j.config.seed, _eval_key(j)),
+    # Seeds: the whole configuration but the seed; architectures: one seed, data and recipe, any family/params.
+    key = {"seeds": lambda j: (config_key(j.config), _eval_key(j)),
+           "architectures": lambda j: (config_key(j.config, ("family", "params")), _eval_key(j)),
            "all": _eval_key}[across]
     pairs = options.get("pairs")
     rows = []

@@ -16,11 +16,12 @@ import torch
 
 import benchsuite
 from benchsuite.models import create_model, probe_points
-from benchsuite.runner.analyses import _RUN_ANALYSES, RunContext
+from benchsuite.runner.analyses import _RUN_ANALYSES, RunContext, measure_id
 from benchsuite.spec.load import canonical_json
 from benchsuite.spec.schema import MeasureSpec, RunConfig
 from benchsuite.store.writer import AnalysisRows, RunRows
 from benchsuite.train import prepare_data, select_device, train
+from benchsuite.train.loop import Diverged
 
 
 @dataclass
@@ -48,6 +49,10 @@ class Job:
     @property
     def checkpoint(self) -> Path:
         return Path(self.artifacts) / "runs" / self.run_id / "last.pt"
+
+    @property
+    def measure_id(self) -> str:
+        return measure_id(self.measure.model_dump(mode="json"))
 
     def epoch_checkpoint(self, epoch: int) -> Path:
         return self.checkpoint.with_name(f"epoch_{epoch}.pt")
@@ -92,18 +97,18 @@ def run_job(job: Job, on_step: Callable[[int, int, int], None] | None = None) ->
     start = time.perf_counter()
     points = probe_points(model, job.measure.probes)
     ctx = RunContext(job.run_id, model, data, points, device, epoch=result.epochs_done)
-    analyses = [AnalysisRows(a.analysis_id, a.kind, [job.run_id], a.options, rows=_RUN_ANALYSES[a.kind](ctx, a.options))
-                for a in job.analyses]
+    analyses = [AnalysisRows(a.analysis_id, a.kind, [job.run_id], a.options, rows=_RUN_ANALYSES[a.kind](ctx, a.options),
+                             measure_id=job.measure_id) for a in job.analyses]
     m = ctx._measurement
     features = m.features if m else [None] * len(points)
-    layers = [dict(run_id=job.run_id, layer=i, name=p.name, stage=p.stage, features=f)
+    layers = [dict(run_id=job.run_id, measure_id=job.measure_id, layer=i, name=p.name, stage=p.stage, features=f)
               for i, (p, f) in enumerate(zip(points, features))]
     run = run_row(job, status="complete", error=None, epochs_done=result.epochs_done,
                   train_examples=len(data.train_y), num_params=sum(p.numel() for p in model.parameters()),
                   train_seconds=result.train_seconds, measure_seconds=time.perf_counter() - start,
                   device=_device_name(device), versions=json.dumps(versions()), git_commit=git_commit())
     return RunRows(run=run, metrics=[{"run_id": job.run_id, **m} for m in result.metrics], layers=layers,
-                   analyses=analyses, resumed_from=result.resumed_from)
+                   measure_id=job.measure_id, analyses=analyses, resumed_from=result.resumed_from)
 
 
 def _device_name(device: torch.device) -> str:
@@ -118,7 +123,7 @@ class JobError(Exception):
 
 def describe_error(exc: BaseException) -> str:
     """One line for the runs table, with the innermost frame for debugging."""
-    if isinstance(exc, JobError):
+    if isinstance(exc, (JobError, Diverged)):
         return str(exc)
     tb = traceback.extract_tb(exc.__traceback__)
     where = f" at {Path(tb[-1].filename).name}:{tb[-1].lineno}" if tb else ""

@@ -128,6 +128,19 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))
 
 
+def config_key(config: RunConfig | dict, without: tuple[str, ...] = ("seed",)) -> str:
+    """Canonical JSON of a run's configuration less some fields (dotted paths, e.g. `params.depth`):
+    runs with equal keys differ only there; the default groups the seeds of one trained setting."""
+    c = json.loads(canonical_json(config))
+    for path in without:
+        *parents, leaf = path.split(".")
+        node = c
+        for p in parents:
+            node = node.get(p, {})
+        node.pop(leaf, None)
+    return canonical_json(c)
+
+
 def run_id(config: RunConfig) -> str:
     return hashlib.sha256(canonical_json(config).encode()).hexdigest()[:16]
 

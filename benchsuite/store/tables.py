@@ -54,6 +54,7 @@ metrics = Table(
 layers = Table(
     "layers", metadata,
     Column("run_id", Text, primary_key=True),
+    Column("measure_id", Text, primary_key=True),  # 0005: the measurement setting that chose these probe points
     Column("layer", Integer, primary_key=True),
     Column("name", Text, nullable=False),
     Column("stage", Integer),
@@ -69,6 +70,7 @@ analyses = Table(
     Column("status", Text, nullable=False),
     Column("error", Text),
     Column("created_at", DateTime(timezone=True)),
+    Column("measure_id", Text, nullable=False, server_default=""),  # 0005: see layers
 )
 
 cka = Table(

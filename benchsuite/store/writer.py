@@ -30,6 +30,7 @@ class AnalysisRows:
     rows: dict[str, list[dict]] = field(default_factory=dict)  # table name -> rows
     status: str = "complete"
     error: str | None = None
+    measure_id: str = ""  # the measurement setting whose probe points the rows' layer indices refer to
 
 
 @dataclass
@@ -38,7 +39,8 @@ class RunRows:
 
     run: dict[str, Any]  # the runs row
     metrics: list[dict] = field(default_factory=list)
-    layers: list[dict] = field(default_factory=list)
+    layers: list[dict] = field(default_factory=list)  # the probe points of one measurement setting
+    measure_id: str = ""
     analyses: list[AnalysisRows] = field(default_factory=list)
     resumed_from: int = 0  # epochs the checkpoint already held (not stored; for the progress log)
 
@@ -79,7 +81,7 @@ def write_analysis(conn: Connection, a: AnalysisRows) -> None:
         _replace(conn, t.metadata.tables[table_name], rows, analysis_id=a.analysis_id)
     _upsert_one(conn, t.analyses, dict(
         analysis_id=a.analysis_id, kind=a.kind, run_ids=json.dumps(a.run_ids), options=json.dumps(a.options, sort_keys=True),
-        status=a.status, error=a.error, created_at=now()))
+        status=a.status, error=a.error, created_at=now(), measure_id=a.measure_id))
 
 
 def write_run(engine: Engine, result: RunRows) -> None:
@@ -88,7 +90,7 @@ def write_run(engine: Engine, result: RunRows) -> None:
     with engine.begin() as conn:
         advisory_lock(conn, "run", run_id)  # concurrent drivers: delete + insert of one run never interleave
         _replace(conn, t.metrics, result.metrics, run_id=run_id)
-        _replace(conn, t.layers, result.layers, run_id=run_id)
+        _replace(conn, t.layers, result.layers, run_id=run_id, measure_id=result.measure_id)
         for a in result.analyses:
             write_analysis(conn, a)
         old = conn.execute(sa.select(t.runs.c.created_at).where(t.runs.c.run_id == run_id)).scalar()

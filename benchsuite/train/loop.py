@@ -63,6 +63,14 @@ def lr_factor(spec: TrainSpec, step: int, total: int, steps_per_epoch: int) -> f
     return 1.0
 
 
+class Diverged(RuntimeError):
+    """The training loss became non-finite: the run failed and nothing it measured is evidence."""
+
+    def __init__(self, epoch: int, loss: float):
+        super().__init__(f"diverged at epoch {epoch}: training loss {loss}")
+        self.epoch = epoch
+
+
 @dataclass
 class TrainResult:
     model: nn.Module
@@ -151,8 +159,11 @@ def train(config: RunConfig, data: PreparedData, model: nn.Module, *, device: to
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         result.train_seconds += time.perf_counter() - start
+        train_loss = float(loss_sum) / seen
+        if not math.isfinite(train_loss):
+            raise Diverged(epoch + 1, train_loss)  # before the checkpoint: the last one stays finite
         eval_loss, eval_acc = evaluate(model, eval_loader, amp)
-        values = {"train_loss": float(loss_sum) / seen, "train_acc": float(correct) / seen,
+        values = {"train_loss": train_loss, "train_acc": float(correct) / seen,
                   "eval_loss": eval_loss, "eval_acc": eval_acc, "lr": optimizer.param_groups[0]["lr"]}
         result.metrics += [{"name": k, "epoch": epoch + 1, "value": v} for k, v in values.items()]
         result.epochs_done = epoch + 1
