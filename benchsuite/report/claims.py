@@ -1,29 +1,10 @@
-"""The claims of Nguyen, Raghu & Kornblith (2021), each evaluated by queries over stored results.
+"""The claims of Nguyen, Raghu & Kornblith (2021), each evaluated over stored results by the rules in
+rules.py (versioned; read that module's docstring for what each claim tests).
 
-Every claim yields a statistic, its uncertainty over seeds, a verdict ("supported", "not
-supported", "not enough runs") and the table of evidence it was computed from. The thresholds:
-
-- Trends (C1 depth, C2 width, C3 data size) compare the mean block score (table block_scores) at
-  the two extremes of a sweep: runs that differ only in that parameter. statistic = mean score at
-  the end where the paper expects more block (deepest, widest, least data) minus the other end;
-  uncertainty = its standard error over seeds. A sweep supports the claim when the statistic > 0,
-  exceeds TREND_SE x its standard error, and Spearman's rho between the parameter and the score
-  over all runs of the sweep is >= MIN_RHO in the expected direction; it contradicts it when the
-  statistic is below -TREND_SE x its standard error. Every level needs MIN_SEEDS seeds. The claim
-  is supported when some sweep supports it and none contradicts it (a sweep without any block,
-  e.g. on data too large for the models to form one, neither supports nor contradicts).
-- C4: the mean first-PC fraction inside detected blocks must reach DOMINANT_PC1, and at least
-  DISSOLVE_FRACTION of the blocks must dissolve when each layer's PC1 is removed (their mean CKA
-  after removal falls under the detector's min_cka, i.e. survives_pc1_removal is false).
-- C5: cross-seed CKA of the same layer (cross_cka across seeds) outside the blocks minus inside
-  them; supported when the mean difference over seed pairs >= MIN_GAP and > TREND_SE standard
-  errors, and the mean outside is >= HIGH_CKA.
-- C6: an `errors` analysis whose groups' accuracies differ by at most MATCHED_ACCURACY must flag
-  at least one class after Benjamini-Hochberg correction.
-- C7: linear-probe accuracy gained per layer across the block must be smaller than outside it, and
-  the total gain across the block at most FLAT_GAIN.
-- C8: deleting a single residual block inside the block structure must cost less accuracy than
-  deleting one outside it: mean drop outside minus inside > 0 and > TREND_SE standard errors.
+Every claim yields a statistic, its uncertainty where there is one, a verdict ("supported", "not
+supported", "not enough runs"), the table of evidence and the ids of the runs it used. Evidence is
+read per spec: the runs a spec's stored text declares, through the analyses that spec declares, so
+two measurement settings of one run never mix.
 """
 
 from __future__ import annotations
@@ -38,15 +19,7 @@ import sqlalchemy as sa
 from scipy import stats
 from sqlalchemy.engine import Engine
 
-MIN_SEEDS = 2
-MIN_RHO = 0.5
-TREND_SE = 2.0
-DOMINANT_PC1 = 0.5
-DISSOLVE_FRACTION = 0.75
-MIN_GAP = 0.05
-HIGH_CKA = 0.6
-MATCHED_ACCURACY = 0.02
-FLAT_GAIN = 0.02
+from benchsuite.report import rules as R
 
 SUPPORTED, NOT_SUPPORTED, NOT_ENOUGH = "supported", "not supported", "not enough runs"
 
@@ -63,52 +36,160 @@ class ClaimResult:
     rows: list[list[Any]] = field(default_factory=list)
     note: str = ""
     figure: dict = field(default_factory=dict)  # data for the claim's figure
+    runs: list[str] = field(default_factory=list)  # ids of the runs whose values decided it
 
 
 @dataclass
 class Run:
     run_id: str
     name: str
-    family: str
     params: dict
     dataset: str
     train_examples: int
     seed: int
-    spec: str
     eval_acc: float | None
-    config: dict = field(default_factory=dict)  # the run's full configuration (RunConfig as JSON)
+    config: dict  # the run's full configuration (RunConfig as JSON)
+    status: str = "complete"
+    error: str | None = None
+
+
+@dataclass
+class Evidence:
+    """One run as one spec measured it."""
+
+    run: Run
+    spec: str
+    analyses: dict[str, str] = field(default_factory=dict)  # kind -> id of the spec's complete analysis
+    detector: Any = None  # BlockParams of the spec's blocks analysis
     score: float | None = None
     blocks: list[tuple[int, int]] = field(default_factory=list)
-    blocks_analysis: str | None = None
+    excluded: str = ""  # why the run is not evidence ("" when it is)
+
+    @property
+    def trained(self) -> bool:
+        return not self.excluded
+
+
+@dataclass
+class SpecEvidence:
+    name: str
+    path: str
+    measure_id: str
+    runs: list[Evidence]  # the declared runs that are complete, in grid order
+    missing: list[tuple[str, int, str, str]]  # (name, seed, run_id, reason) of declared runs without results
+    missing_configs: list[dict] = field(default_factory=list)  # their configurations, in the same order
+    cross_cka: list[str] = field(default_factory=list)  # ids of the spec's cross_cka analyses (across seeds)
 
 
 class Results:
-    """The stored results a claims report reads, loaded once."""
+    """The stored results a claims report reads, loaded once. `specs`: spec names (their newest stored
+    version each); None: every spec in the database."""
 
     def __init__(self, engine: Engine, specs: list[str] | None = None):
+        from benchsuite.errors import BenchError
+
         self.engine = engine
         # One connection for every query of the report: a DuckDB connection costs ~0.1 s to open.
         self.conn = engine.connect()
-        where = "r.status = 'complete'"
+        stored: dict[str, tuple] = {}
+        for name, path, text in self.query("SELECT name, path, yaml FROM specs ORDER BY created_at, spec_hash"):
+            stored[name] = (path, text)  # the newest version of each name wins
         if specs:
-            where += " AND s.name IN (" + ", ".join(f"'{s}'" for s in specs if "'" not in s) + ")"
-        rows = self.query(
-            "SELECT r.run_id, r.name, r.family, r.params, r.dataset, r.train_examples, r.seed, s.name, a.eval_acc, r.config "
-            "FROM runs r LEFT JOIN specs s ON s.spec_hash = r.spec_hash "
-            f"LEFT JOIN run_accuracy a ON a.run_id = r.run_id WHERE {where} ORDER BY r.name, r.seed, r.run_id")
-        self.runs = {r[0]: Run(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5], r[6], r[7] or "", r[8], json.loads(r[9]))
-                     for r in rows}
-        # The latest block analysis of each run.
-        for aid, run_id, score in self.query(
-                "SELECT b.analysis_id, b.run_id, b.score FROM block_scores b JOIN analyses a USING (analysis_id) "
-                "ORDER BY a.created_at, b.analysis_id"):
-            if run_id in self.runs:
-                self.runs[run_id].score, self.runs[run_id].blocks_analysis = score, aid
-        for aid, run_id, start, end in self.query(
-                "SELECT analysis_id, run_id, start_layer, end_layer FROM blocks ORDER BY run_id, start_layer"):
-            run = self.runs.get(run_id)
-            if run is not None and run.blocks_analysis == aid:
-                run.blocks.append((start, end))
+            unknown = sorted(set(specs) - set(stored))
+            if unknown:
+                raise BenchError(f"--spec {', '.join(unknown)}: no such spec in the database; "
+                                 f"stored specs: {', '.join(sorted(stored)) or 'none'}")
+        self.runs: dict[str, Run] = {}
+        for r in self.query(
+                "SELECT r.run_id, r.name, r.params, r.dataset, r.train_examples, r.seed, a.eval_acc, r.config, r.status, r.error "
+                "FROM runs r LEFT JOIN run_accuracy a ON a.run_id = r.run_id ORDER BY r.run_id"):
+            self.runs[r[0]] = Run(r[0], r[1], json.loads(r[2]), r[3], r[4], r[5], r[6], json.loads(r[7]), r[8], r[9])
+        self.analyses = {aid: (kind, json.loads(opts or "{}"), set(json.loads(ids)), mid) for aid, kind, opts, ids, mid in
+                         self.query("SELECT analysis_id, kind, options, run_ids, measure_id FROM analyses WHERE status = 'complete'")}
+        self.unreadable: list[str] = []
+        self.specs = [s for name in sorted(specs or stored) if (s := self._spec(name, *stored[name])) is not None]
+
+    def _spec(self, name: str, path: str, text: str) -> SpecEvidence | None:
+        from benchsuite.errors import BenchError
+        from benchsuite.measure.blocks import BlockParams
+        from benchsuite.runner.analyses import analysis_id, measure_id, per_run_kinds
+        from benchsuite.spec import expand, parse_spec, run_id, run_name
+
+        try:
+            spec = parse_spec(text, name)
+            configs = expand(spec)
+        except BenchError as err:  # stored by an older version whose spec language differed
+            self.unreadable.append(f"{name}: {err}")
+            return None
+        measure = spec.measure.model_dump(mode="json")
+        out = SpecEvidence(name, path or "", measure_id(measure), [], [])
+        for config in configs:
+            rid = run_id(config)
+            run = self.runs.get(rid)
+            if run is None or run.status != "complete":
+                reason = "not in the database" if run is None else f"{run.status}" + (f": {run.error}" if run.error else "")
+                out.missing.append((run_name(config), config.seed, rid, reason))
+                out.missing_configs.append(config.model_dump(mode="json"))
+                continue
+            ev = Evidence(run, name)
+            for a in spec.analyses:
+                aid = analysis_id(a.kind, a.options, [rid], measure) if a.kind in per_run_kinds() else None
+                if aid in self.analyses:
+                    ev.analyses[a.kind] = aid
+                    if a.kind == "blocks":
+                        ev.detector = BlockParams(**a.options)
+            out.runs.append(ev)
+        ids = {e.run.run_id for e in out.runs}
+        out.cross_cka = sorted(aid for aid, (kind, opts, runs, mid) in self.analyses.items()
+                               if kind == "cross_cka" and opts.get("across", "seeds") in ("seeds", "all")
+                               and mid == out.measure_id and runs <= ids
+                               and any(a.kind == "cross_cka" and a.options == opts for a in spec.analyses))
+        self._blocks(out)
+        self._apply_evidence_rule(out)
+        return out
+
+    def _blocks(self, spec: SpecEvidence) -> None:
+        by_aid = {e.analyses["blocks"]: e for e in spec.runs if "blocks" in e.analyses}
+        if not by_aid:
+            return
+        marks = ", ".join(f":a{i}" for i in range(len(by_aid)))
+        params = {f"a{i}": aid for i, aid in enumerate(by_aid)}
+        for aid, score in self.query(f"SELECT analysis_id, score FROM block_scores WHERE analysis_id IN ({marks})", **params):
+            by_aid[aid].score = score
+        for aid, s, e in self.query(f"SELECT analysis_id, start_layer, end_layer FROM blocks WHERE analysis_id IN ({marks}) "
+                                    "ORDER BY analysis_id, start_layer", **params):
+            by_aid[aid].blocks.append((s, e))
+
+    def _apply_evidence_rule(self, spec: SpecEvidence) -> None:
+        from benchsuite.spec.load import config_key
+
+        sweeps: dict[str, list[Evidence]] = {}
+        for e in spec.runs:
+            sweeps.setdefault(config_key(e.run.config, ("seed", "family", "params")), []).append(e)
+        for group in sweeps.values():
+            arch: dict[str, list[float]] = {}
+            for e in group:
+                if e.run.eval_acc is not None:
+                    arch.setdefault(config_key(e.run.config), []).append(e.run.eval_acc)
+            best = max((float(np.mean(v)) for v in arch.values()), default=None)
+            for e in group:
+                chance = self._chance(e)
+                acc = e.run.eval_acc
+                if acc is None:
+                    e.excluded = "no evaluation accuracy stored"
+                elif chance is None:
+                    e.excluded = "chance level unknown (dataset not in rules.DATASET_CLASSES, no predictions stored)"
+                elif acc < chance + R.ABOVE_CHANCE * (1 - chance):
+                    e.excluded = f"accuracy {acc:.3f} < {chance + R.ABOVE_CHANCE * (1 - chance):.3f} (near chance {chance:.3f})"
+                elif acc < best - R.TRAINED_MARGIN:
+                    e.excluded = f"accuracy {acc:.3f} < best architecture {best:.3f} - {R.TRAINED_MARGIN}"
+
+    def _chance(self, e: Evidence) -> float | None:
+        classes = R.DATASET_CLASSES.get(e.run.dataset)
+        if classes is None and "predictions" in e.analyses:
+            classes = self.query("SELECT count(DISTINCT label) FROM predictions WHERE analysis_id = :a",
+                                 a=e.analyses["predictions"])[0][0]
+        return 1.0 / classes if classes else None
 
     def query(self, sql: str, **params) -> list[tuple]:
         return [tuple(r) for r in self.conn.execute(sa.text(sql), params)]
@@ -116,12 +197,33 @@ class Results:
     def close(self) -> None:
         self.conn.close()
 
-    def with_blocks(self) -> list[Run]:
-        return [r for r in self.runs.values() if r.blocks]
+    def evidence(self) -> list[Evidence]:
+        """Every trained run with its spec's measurements, each (run, measurement) once."""
+        seen, out = set(), []
+        for spec in self.specs:
+            for e in spec.runs:
+                key = (e.run.run_id, tuple(sorted(e.analyses.items())))
+                if e.trained and key not in seen:
+                    seen.add(key)
+                    out.append(e)
+        return out
 
-    def heatmap(self, run_id: str, pc_removed: bool) -> np.ndarray | None:
-        cells = self.query("SELECT layer_a, layer_b, value FROM cka WHERE run_a = :r AND run_b = :r "
-                           "AND epoch_a = epoch_b AND pc_removed = :p", r=run_id, p=pc_removed)
+    def with_blocks(self) -> list[Evidence]:
+        return [e for e in self.evidence() if e.blocks]
+
+    def excluded(self) -> list[tuple[str, str, int, str, str]]:
+        """(spec, run name, seed, run_id, reason) of every declared run that is not evidence."""
+        out = [(s.name, n, seed, rid, why) for s in self.specs for n, seed, rid, why in s.missing]
+        out += [(s.name, e.run.name, e.run.seed, e.run.run_id, e.excluded) for s in self.specs for e in s.runs if e.excluded]
+        return sorted(out)
+
+    def heatmap(self, e: Evidence, pc_removed: bool) -> np.ndarray | None:
+        """The run's within-model heatmap from its spec's cka (or, after PC1 removal, pcs) analysis."""
+        aid = e.analyses.get("pcs" if pc_removed else "cka")
+        if aid is None:
+            return None
+        cells = self.query("SELECT layer_a, layer_b, value FROM cka WHERE analysis_id = :a AND run_a = :r AND run_b = :r "
+                           "AND pc_removed = :p", a=aid, r=e.run.run_id, p=pc_removed)
         if not cells:
             return None
         n = max(max(a, b) for a, b, _ in cells) + 1
@@ -129,6 +231,10 @@ class Results:
         for a, b, v in cells:
             m[a, b] = v
         return m
+
+    def per_layer(self, e: Evidence, kind: str, sql: str) -> list[tuple]:
+        aid = e.analyses.get(kind)
+        return [] if aid is None else self.query(sql, a=aid, r=e.run.run_id)
 
 
 def _mean_se(values) -> tuple[float, float]:
@@ -142,26 +248,49 @@ def _inside(layer: int, blocks: list[tuple[int, int]]) -> bool:
     return any(s <= layer <= e for s, e in blocks)
 
 
+def _label(e: Evidence) -> str:
+    return f"{e.run.name} s{e.run.seed}"
+
+
 # --- C1-C3: block structure grows with depth, with width, and with less data ---------------------
+
+def _declared(config: dict, param: str):
+    """A run's level in a sweep as its spec declares it (a training-set size may be a fraction)."""
+    return config["dataset"]["train_size"] if param == "train_examples" else config["params"].get(param)
+
 
 def _level(run: Run, param: str):
     return run.train_examples if param == "train_examples" else run.params.get(param)
 
 
-def sweeps(results: Results, param: str) -> list[list[Run]]:
-    """Groups of scored runs whose configurations differ only in `param` and the seed, with at least
-    two levels of `param` (runs trained with another recipe form a sweep of their own)."""
-    groups: dict[str, list[Run]] = {}
-    for run in results.runs.values():
-        if run.score is None or _level(run, param) is None:
-            continue
-        rest = {**run.config, "seed": None}
-        if param == "train_examples":
-            rest["dataset"] = {**rest.get("dataset", {}), "train_size": None}
-        else:
-            rest["params"] = {**rest.get("params", {}), param: None}
-        groups.setdefault(json.dumps(rest, sort_keys=True), []).append(run)
-    return [g for _, g in sorted(groups.items()) if len({_level(r, param) for r in g}) >= 2]
+def sweeps(results: Results, param: str) -> list[tuple[str, dict[Any, list[Evidence]]]]:
+    """Per spec, its declared runs grouped by everything but `param` and the seed (two levels or more):
+    (label, {declared level: the level's trained runs with a block score}). A level whose runs failed or
+    were excluded by the evidence rule is kept, with fewer (or no) runs."""
+    from benchsuite.spec.load import config_key
+
+    drop = ("seed", "dataset.train_size") if param == "train_examples" else ("seed", f"params.{param}")
+    out = []
+    for spec in results.specs:
+        groups: dict[str, dict[Any, list[Evidence]]] = {}
+        declared = [(e.run.config, e) for e in spec.runs] + [(c, None) for c in spec.missing_configs]
+        for config, e in declared:
+            if _declared(config, param) is None and param != "train_examples":
+                continue
+            if param == "depth" and config["params"].get("width", 1) != 1:
+                continue  # C1 is about depth at width 1
+            level = groups.setdefault(config_key(config, drop), {}).setdefault(json.dumps(_declared(config, param)), [])
+            if e is not None and e.trained and e.score is not None:
+                level.append(e)
+        for key, levels in groups.items():
+            if len(levels) < 2:
+                continue
+            fixed = json.loads(key)
+            context = ", ".join(f"{k}={v}" for k, v in sorted(fixed.get("params", {}).items()) if k in ("depth", "width"))
+            if param != "train_examples":
+                context += f"{', ' if context else ''}train_size={fixed['dataset'].get('train_size')}"
+            out.append((f"{spec.name} ({context})", levels))
+    return out
 
 
 def trend(results: Results, claim: str, title: str, param: str, more_block_at: str) -> ClaimResult:
@@ -170,38 +299,58 @@ def trend(results: Results, claim: str, title: str, param: str, more_block_at: s
     label = "training examples" if param == "train_examples" else param
     meaning = (f"mean block score at the {'largest' if sign > 0 else 'smallest'} {label} minus the "
                f"{'smallest' if sign > 0 else 'largest'}, over seeds (standard error)")
-    columns = ["sweep", label, "seeds", "block score (mean ± sd)", "mean eval acc"]
+    columns = ["sweep", label, "trained seeds", "block score (mean ± sd)", "mean eval acc", "sweep verdict"]
     result = ClaimResult(claim, title, None, None, NOT_ENOUGH, meaning, columns)
-    verdicts = []
-    for runs in sweeps(results, param):
-        levels = sorted({_level(r, param) for r in runs})
-        by_level = {lv: [r for r in runs if _level(r, param) == lv] for lv in levels}
-        sweep = runs[0].spec or runs[0].family
+    evaluated, notes = [], []
+    for sweep, declared in sweeps(results, param):
+        def shown(lv):  # what the table shows: training examples where a run measured them
+            runs = declared[lv]
+            return _level(runs[0].run, param) if runs else json.loads(lv)
+
+        levels = sorted(declared, key=lambda lv: float("inf") if shown(lv) is None else shown(lv))  # None: all data
+        by_level = {lv: declared[lv] for lv in levels}
+        if min(len(v) for v in by_level.values()) < R.MIN_SEEDS:
+            lost = [str(shown(lv)) for lv, v in by_level.items() if len(v) < R.MIN_SEEDS]
+            verdict = f"not enough runs ({label} {', '.join(lost)}: fewer than {R.MIN_SEEDS} trained seeds)"
+            notes.append(f"{sweep}: {verdict}")
+        else:
+            high, low = (by_level[levels[-1]], by_level[levels[0]]) if sign > 0 else (by_level[levels[0]], by_level[levels[-1]])
+            hs, ls = [e.score for e in high], [e.score for e in low]
+            diff = float(np.mean(hs) - np.mean(ls))
+            se = math.sqrt(np.var(hs, ddof=1) / len(hs) + np.var(ls, ddof=1) / len(ls))
+            used = [e for v in by_level.values() for e in v]
+            scores = [e.score for e in used]
+            # Spearman's rho is undefined when every score is equal (e.g. no block anywhere): no trend.
+            rho = stats.spearmanr([_level(e.run, param) for e in used], scores).statistic if len(set(scores)) > 1 else 0.0
+            any_block = any(e.blocks for e in used)
+            if diff > R.TREND_SE * se and sign * rho >= R.MIN_RHO:
+                verdict = "supports"
+            elif diff < -R.TREND_SE * se:
+                verdict = "contradicts"
+            else:
+                verdict = "no block" if not any_block else "neither"
+            evaluated.append((diff, se, verdict, any_block))
+            result.runs += [e.run.run_id for e in used]
+            notes.append(f"{sweep}: {verdict}, statistic {diff:.4f} ± {se:.4f}, Spearman rho {rho:.2f}")
         for lv in levels:
-            scores = [r.score for r in by_level[lv]]
-            accs = [r.eval_acc for r in by_level[lv] if r.eval_acc is not None]
-            result.rows.append([sweep, lv, len(scores), f"{np.mean(scores):.3f} ± {np.std(scores, ddof=1) if len(scores) > 1 else 0:.3f}",
-                                f"{np.mean(accs):.3f}" if accs else ""])
+            kept = by_level[lv]
+            scores = [e.score for e in kept]
+            accs = [e.run.eval_acc for e in kept]
+            result.rows.append([sweep, shown(lv), len(kept),
+                                f"{np.mean(scores):.3f} ± {np.std(scores, ddof=1) if len(scores) > 1 else 0:.3f}" if kept else "",
+                                f"{np.mean(accs):.3f}" if kept else "", verdict])
         result.figure.setdefault("series", []).append(
-            {"label": sweep, "x": levels, "mean": [float(np.mean([r.score for r in by_level[lv]])) for lv in levels],
-             "sd": [float(np.std([r.score for r in by_level[lv]])) for lv in levels]})
-        if min(len(v) for v in by_level.values()) < MIN_SEEDS:
-            continue
-        high, low = (by_level[levels[-1]], by_level[levels[0]]) if sign > 0 else (by_level[levels[0]], by_level[levels[-1]])
-        hs, ls = [r.score for r in high], [r.score for r in low]
-        diff = float(np.mean(hs) - np.mean(ls))
-        se = math.sqrt(np.var(hs, ddof=1) / len(hs) + np.var(ls, ddof=1) / len(ls))
-        scores = [r.score for r in runs]
-        # Spearman's rho is undefined when every score is equal (e.g. no block anywhere): no trend.
-        rho = stats.spearmanr([_level(r, param) for r in runs], scores).statistic if len(set(scores)) > 1 else 0.0
-        ok = diff > 0 and diff > TREND_SE * se and sign * rho >= MIN_RHO
-        verdicts.append((diff, se, ok, rho, diff < -TREND_SE * se))
-    result.figure.update(xlabel=label, ylabel="block score", log=param == "train_examples")
-    if verdicts:
-        diff, se = max(verdicts, key=lambda v: v[0])[:2]
-        result.statistic, result.uncertainty = diff, se
-        result.verdict = SUPPORTED if any(v[2] for v in verdicts) and not any(v[4] for v in verdicts) else NOT_SUPPORTED
-        result.note = "Spearman rho (parameter vs block score): " + ", ".join(f"{v[3]:.2f}" for v in verdicts)
+            {"label": sweep, "x": [shown(lv) for lv in levels if by_level[lv]],
+             "mean": [float(np.mean([e.score for e in by_level[lv]])) for lv in levels if by_level[lv]],
+             "sd": [float(np.std([e.score for e in by_level[lv]])) for lv in levels if by_level[lv]]})
+    result.figure.update(xlabel=label, ylabel="block score (trained runs)", log=param == "train_examples")
+    result.runs = sorted(set(result.runs))
+    result.note = "; ".join(notes) or "no sweep is evaluable"
+    if evaluated:
+        headline = min([v for v in evaluated if v[3]] or evaluated, key=lambda v: v[0])
+        result.statistic, result.uncertainty = headline[0], headline[1]
+        verdicts = {v[2] for v in evaluated}
+        result.verdict = SUPPORTED if "supports" in verdicts and "contradicts" not in verdicts else NOT_SUPPORTED
     return result
 
 
@@ -209,109 +358,168 @@ def trend(results: Results, claim: str, title: str, param: str, more_block_at: s
 
 def pc1_dominance(results: Results) -> ClaimResult:
     result = ClaimResult("C4", "Inside a block the first principal component explains most of the variance, and removing it dissolves the block",
-                         None, None, NOT_ENOUGH, "mean first-PC variance fraction inside blocks, over runs (standard error)",
-                         ["run", "seed", "block", "PC1 fraction inside", "CKA inside", "CKA inside after PC1 removal", "dissolves"])
-    pcs, dissolved = [], []
-    for run in results.with_blocks():
-        before, after = results.heatmap(run.run_id, False), results.heatmap(run.run_id, True)
-        pc1 = dict(results.query("SELECT layer, pc1_fraction FROM pcs WHERE run_id = :r", r=run.run_id))
-        for s, e in run.blocks:
-            idx = np.arange(s, e + 1)
+                         None, None, NOT_ENOUGH, "mean PC1 fraction inside blocks minus outside them, over blocks (standard error)",
+                         ["run", "seed", "block", "PC1 inside", "PC1 outside", "CKA inside", "CKA inside after PC1 removal",
+                          "detector min_cka", "dissolves"])
+    contrasts, dissolved = [], []
+    for e in results.with_blocks():
+        before, after = results.heatmap(e, False), results.heatmap(e, True)
+        pc1 = dict(results.per_layer(e, "pcs", "SELECT layer, pc1_fraction FROM pcs WHERE analysis_id = :a AND run_id = :r"))
+        outside = [v for layer, v in pc1.items() if not _inside(layer, e.blocks)]
+        if after is None or not outside:
+            continue  # nothing to compare against: no PC1-removed heatmap, or every layer in a block
+        for s, end in e.blocks:
+            idx = np.arange(s, end + 1)
             off = ~np.eye(len(idx), dtype=bool)
             inside = float(np.mean([pc1[i] for i in idx if i in pc1]))
+            contrast = inside - float(np.mean(outside))
             cka_in = float(before[np.ix_(idx, idx)][off].mean()) if before is not None else float("nan")
-            cka_out = float(after[np.ix_(idx, idx)][off].mean()) if after is not None else float("nan")
-            gone = bool(cka_out < 0.75) if after is not None else None
-            pcs.append(inside)
-            if gone is not None:
-                dissolved.append(gone)
-            result.rows.append([run.name, run.seed, f"{s}-{e}", f"{inside:.3f}", f"{cka_in:.3f}", f"{cka_out:.3f}",
-                                "" if gone is None else ("yes" if gone else "no")])
-            result.figure.setdefault("bars", []).append({"label": f"{run.name} s{run.seed}", "before": cka_in, "after": cka_out})
-    if pcs:
-        result.statistic, result.uncertainty = _mean_se(pcs)
-        share = float(np.mean(dissolved)) if dissolved else 0.0
+            cka_after = float(after[np.ix_(idx, idx)][off].mean())
+            gone = bool(cka_after < e.detector.min_cka)
+            contrasts.append(contrast)
+            dissolved.append(gone)
+            result.runs.append(e.run.run_id)
+            result.rows.append([e.run.name, e.run.seed, f"{s}-{end}", f"{inside:.3f}", f"{np.mean(outside):.3f}",
+                                f"{cka_in:.3f}", f"{cka_after:.3f}", e.detector.min_cka, "yes" if gone else "no"])
+            result.figure.setdefault("bars", []).append({"label": _label(e), "before": cka_in, "after": cka_after})
+    result.runs = sorted(set(result.runs))
+    if len(contrasts) >= R.MIN_BLOCKS:
+        result.statistic, result.uncertainty = _mean_se(contrasts)
+        share = float(np.mean(dissolved))
         result.note = f"{sum(dissolved)} of {len(dissolved)} blocks dissolve after PC1 removal"
-        result.verdict = SUPPORTED if result.statistic >= DOMINANT_PC1 and share >= DISSOLVE_FRACTION else NOT_SUPPORTED
+        ok = (result.statistic >= R.MIN_PC1_CONTRAST and result.statistic > R.TREND_SE * result.uncertainty
+              and share >= R.DISSOLVE_FRACTION)
+        result.verdict = SUPPORTED if ok else NOT_SUPPORTED
+    else:
+        result.note = f"{len(contrasts)} blocks of trained runs with layers outside them; the rule needs {R.MIN_BLOCKS}"
     return result
 
 
 # --- C5: similar outside blocks, not inside -----------------------------------------------------------
 
 def cross_seed(results: Results) -> ClaimResult:
+    from benchsuite.spec.load import config_key
+
     result = ClaimResult("C5", "Outside blocks, representations of different seeds are similar; inside blocks they are not",
                          None, None, NOT_ENOUGH, "cross-seed CKA of the same layer, outside blocks minus inside, over seed pairs (standard error)",
                          ["architecture", "seeds", "CKA outside blocks", "CKA inside blocks", "gap"])
-    cells = results.query(
-        "SELECT c.run_a, c.run_b, c.layer_a, c.value FROM cka c JOIN analyses a USING (analysis_id) "
-        "WHERE a.kind = 'cross_cka' AND c.run_a < c.run_b AND c.layer_a = c.layer_b AND NOT c.pc_removed "
-        "AND c.epoch_a = c.epoch_b ORDER BY c.run_a, c.run_b, c.layer_a")
-    pairs: dict[tuple[str, str], dict[int, float]] = {}
-    for a, b, layer, v in cells:
-        pairs.setdefault((a, b), {})[layer] = v
-    gaps, outs = [], []
-    for (a, b), diag in pairs.items():
-        ra, rb = results.runs.get(a), results.runs.get(b)
-        if ra is None or rb is None or ra.name != rb.name or not (ra.blocks and rb.blocks):
-            continue
-        blocks = ra.blocks + rb.blocks
-        inside = [v for l, v in diag.items() if _inside(l, blocks)]
-        outside = [v for l, v in diag.items() if not _inside(l, blocks)]
-        if not inside or not outside:
-            continue
-        gap = float(np.mean(outside) - np.mean(inside))
-        gaps.append(gap)
-        outs.append(float(np.mean(outside)))
-        result.rows.append([ra.name, f"{ra.seed} vs {rb.seed}", f"{np.mean(outside):.3f}", f"{np.mean(inside):.3f}", f"{gap:.3f}"])
-        result.figure.setdefault("lines", []).append(
-            {"label": f"{ra.name} s{ra.seed}/s{rb.seed}", "x": sorted(diag), "y": [diag[l] for l in sorted(diag)],
-             "blocks": [list(x) for x in blocks]})
+    gaps, outs, seen = [], [], set()
+    for spec in results.specs:
+        ev = {e.run.run_id: e for e in spec.runs if e.trained and e.blocks}
+        for aid in spec.cross_cka:
+            pairs: dict[tuple[str, str], dict[int, float]] = {}
+            for a, b, layer, v in results.query(
+                    "SELECT run_a, run_b, layer_a, value FROM cka WHERE analysis_id = :a AND run_a < run_b "
+                    "AND layer_a = layer_b AND NOT pc_removed ORDER BY run_a, run_b, layer_a", a=aid):
+                if a in ev and b in ev:
+                    pairs.setdefault((a, b), {})[layer] = v
+            for (a, b), diag in sorted(pairs.items()):
+                ea, eb = ev[a], ev[b]
+                if config_key(ea.run.config) != config_key(eb.run.config) or (a, b) in seen:
+                    continue  # seeds of one setting only; a pair measured by two specs counts once
+                blocks = ea.blocks + eb.blocks
+                inside = [v for layer, v in diag.items() if _inside(layer, blocks)]
+                outside = [v for layer, v in diag.items() if not _inside(layer, blocks)]
+                if not inside or not outside:
+                    continue
+                seen.add((a, b))
+                gap = float(np.mean(outside) - np.mean(inside))
+                gaps.append(gap)
+                outs.append(float(np.mean(outside)))
+                result.runs += [a, b]
+                result.rows.append([ea.run.name, f"{ea.run.seed} vs {eb.run.seed}", f"{np.mean(outside):.3f}",
+                                    f"{np.mean(inside):.3f}", f"{gap:.3f}"])
+                result.figure.setdefault("lines", []).append(
+                    {"label": f"{ea.run.name} s{ea.run.seed}/s{eb.run.seed}", "x": sorted(diag),
+                     "y": [diag[layer] for layer in sorted(diag)], "blocks": [list(x) for x in blocks]})
+    result.runs = sorted(set(result.runs))
     if gaps:
         result.statistic, result.uncertainty = _mean_se(gaps)
-        ok = result.statistic >= MIN_GAP and result.statistic > TREND_SE * result.uncertainty and np.mean(outs) >= HIGH_CKA
+        ok = (result.statistic >= R.MIN_GAP and result.statistic > R.TREND_SE * result.uncertainty
+              and np.mean(outs) >= R.HIGH_CKA)
         result.verdict = SUPPORTED if ok else NOT_SUPPORTED
     return result
 
 
 # --- C6: wide and deep models of similar accuracy err differently on some classes --------------------
 
+def _wide_deep_pairs(spec: SpecEvidence) -> list[tuple[list[Evidence], list[Evidence]]]:
+    """(wide, deep) architectures of the spec on one data set and recipe: wider and shallower against
+    narrower and deeper, each with C6_MIN_SEEDS trained runs that have predictions."""
+    from benchsuite.spec.load import config_key
+
+    arch: dict[str, list[Evidence]] = {}
+    for e in spec.runs:
+        if e.trained and "predictions" in e.analyses and {"depth", "width"} <= set(e.run.params):
+            arch.setdefault(config_key(e.run.config), []).append(e)
+    groups = [g for g in arch.values() if len(g) >= R.C6_MIN_SEEDS]
+    out = []
+    for wide in groups:
+        for deep in groups:
+            pw, pd = wide[0].run.params, deep[0].run.params
+            same_data = (config_key(wide[0].run.config, ("seed", "family", "params"))
+                         == config_key(deep[0].run.config, ("seed", "family", "params")))
+            if same_data and pw["width"] > pd["width"] and pw["depth"] < pd["depth"]:
+                out.append((wide, deep))
+    return out
+
+
 def error_patterns(results: Results) -> ClaimResult:
+    from benchsuite.analyses.errors import benjamini_hochberg, class_accuracy, welch
+
     result = ClaimResult("C6", "Wide and deep models of similar accuracy differ significantly on some classes",
-                         None, None, NOT_ENOUGH, "classes that differ significantly after Benjamini-Hochberg correction (smallest q-value)",
-                         ["comparison", "group A accuracy", "group B accuracy", "classes flagged", "smallest q"])
-    analyses = results.query("SELECT a.analysis_id, a.options FROM analyses a WHERE a.kind = 'errors' AND a.status = 'complete' "
-                             "ORDER BY a.analysis_id")
-    matched = []
-    for aid, options in analyses:
-        rows = results.query("SELECT class, mean_a, mean_b, q_value, significant FROM error_classes WHERE analysis_id = :a "
-                             "ORDER BY class", a=aid)
-        if not rows:
-            continue
-        acc_a, acc_b = float(np.mean([r[1] for r in rows])), float(np.mean([r[2] for r in rows]))
-        flagged = [r[0] for r in rows if r[4]]
-        qmin = float(np.nanmin([r[3] for r in rows if r[3] is not None] or [np.nan]))
-        opts = json.loads(options or "{}")
-        label = f"{_selector(opts.get('group_a'))} vs {_selector(opts.get('group_b'))}"
-        result.rows.append([label, f"{acc_a:.3f}", f"{acc_b:.3f}", ", ".join(map(str, flagged)) or "none", f"{qmin:.3g}"])
+                         None, None, NOT_ENOUGH,
+                         f"classes whose accuracy differs between matched wide and deep architectures (Welch over seeds, "
+                         f"Benjamini-Hochberg at FDR {R.FDR} over every class of every matched pair)",
+                         ["spec", "wide (A)", "deep (B)", "seeds A/B", "accuracy A", "accuracy B", "classes flagged",
+                          "q-values of flagged (smallest q if none)"])
+    tests, notes = [], []
+    for spec in results.specs:
+        for wide, deep in _wide_deep_pairs(spec):
+            preds = {}
+            for e in wide + deep:
+                rows = results.per_layer(e, "predictions", "SELECT label, prediction FROM predictions WHERE analysis_id = :a "
+                                                           "AND run_id = :r ORDER BY example")
+                preds[e.run.run_id] = np.array(rows)
+            labels = preds[wide[0].run.run_id][:, 0]
+            if any(not np.array_equal(p[:, 0], labels) for p in preds.values()):
+                continue  # evaluated on different examples: not comparable
+            acc_a = float(np.mean([e.run.eval_acc for e in wide]))
+            acc_b = float(np.mean([e.run.eval_acc for e in deep]))
+            if abs(acc_a - acc_b) > R.MATCHED_ACCURACY:
+                notes.append(f"{wide[0].run.name} vs {deep[0].run.name}: accuracy {acc_a:.3f} vs {acc_b:.3f}, not matched")
+                continue
+            classes = np.unique(labels)
+
+            def per_class(group):
+                return class_accuracy(np.stack([preds[e.run.run_id][:, 1] == labels for e in group]), labels, classes)
+
+            ca, cb = per_class(wide), per_class(deep)
+            _, p = welch(ca, cb)
+            tests.append((spec.name, wide, deep, acc_a, acc_b, classes, ca.mean(0), cb.mean(0), p))
+    if not tests:
+        result.note = "; ".join(notes) or (f"no spec has a wide-shallow and a deep-narrow architecture with "
+                                            f"{R.C6_MIN_SEEDS}+ trained seeds and stored predictions")
+        return result
+    q = benjamini_hochberg(np.concatenate([t[-1] for t in tests]))
+    offset, flagged_total = 0, 0
+    for spec, wide, deep, acc_a, acc_b, classes, ma, mb, p in tests:
+        qs = q[offset:offset + len(classes)]
+        offset += len(classes)
+        flagged = [int(c) for c, qv in zip(classes, qs) if qv <= R.FDR]
+        flagged_total += len(flagged)
+        shown = ", ".join(f"{qv:.3g}" for qv in qs[qs <= R.FDR]) if flagged else f"{np.nanmin(qs):.3g}"
+        result.rows.append([spec, wide[0].run.name, deep[0].run.name, f"{len(wide)}/{len(deep)}", f"{acc_a:.3f}",
+                            f"{acc_b:.3f}", ", ".join(map(str, flagged)) or "none", shown])
         result.figure.setdefault("classes", []).append(
-            {"label": label, "x": [r[0] for r in rows], "a": [r[1] for r in rows], "b": [r[2] for r in rows], "flagged": flagged})
-        if abs(acc_a - acc_b) <= MATCHED_ACCURACY:
-            matched.append((len(flagged), qmin))
-    if matched:
-        best = max(matched, key=lambda m: (m[0], -m[1]))
-        result.statistic, result.uncertainty = float(best[0]), best[1]
-        result.verdict = SUPPORTED if best[0] > 0 else NOT_SUPPORTED
-    elif result.rows:
-        result.note = f"no comparison has groups within {MATCHED_ACCURACY:.0%} accuracy of each other"
+            {"label": f"{wide[0].run.name} vs {deep[0].run.name}", "x": [int(c) for c in classes],
+             "a": [float(v) for v in ma], "b": [float(v) for v in mb], "flagged": flagged})
+        result.runs += [e.run.run_id for e in wide + deep]
+    result.runs = sorted(set(result.runs))
+    result.statistic = float(flagged_total)
+    result.verdict = SUPPORTED if flagged_total else NOT_SUPPORTED
+    result.note = "; ".join(notes)
     return result
-
-
-def _selector(sel) -> str:
-    if sel is None:
-        return "auto"
-    if isinstance(sel, str):
-        return sel
-    return json.dumps(sel, sort_keys=True)
 
 
 # --- C7: probes rise outside the block, stay flat across it ------------------------------------------
@@ -321,27 +529,32 @@ def probes(results: Results) -> ClaimResult:
                          None, None, NOT_ENOUGH, "probe accuracy gained per layer outside the block minus inside it, over runs (standard error)",
                          ["run", "seed", "block", "gain per layer outside", "gain per layer inside", "gain across block"])
     diffs, flats = [], []
-    for run in results.with_blocks():
-        acc = dict(results.query("SELECT layer, accuracy FROM probes WHERE run_id = :r ORDER BY layer", r=run.run_id))
+    for e in results.with_blocks():
+        acc = dict(results.per_layer(e, "probes", "SELECT layer, accuracy FROM probes WHERE analysis_id = :a "
+                                                  "AND run_id = :r ORDER BY layer"))
         if not acc:
             continue
         layers = sorted(acc)
-        s, e = max(run.blocks, key=lambda b: b[1] - b[0])
-        inside_gain = acc[e] - acc[s]
-        outside_steps = (s - layers[0]) + (layers[-1] - e)
+        s, end = max(e.blocks, key=lambda b: b[1] - b[0])
+        if s not in acc or end not in acc:
+            continue
+        inside_gain = acc[end] - acc[s]
+        outside_steps = (s - layers[0]) + (layers[-1] - end)
         if outside_steps == 0:
             continue
-        outside_rate = ((acc[s] - acc[layers[0]]) + (acc[layers[-1]] - acc[e])) / outside_steps
-        inside_rate = inside_gain / (e - s)
+        outside_rate = ((acc[s] - acc[layers[0]]) + (acc[layers[-1]] - acc[end])) / outside_steps
+        inside_rate = inside_gain / (end - s)
         diffs.append(outside_rate - inside_rate)
-        flats.append(abs(inside_gain) <= FLAT_GAIN)
-        result.rows.append([run.name, run.seed, f"{s}-{e}", f"{outside_rate:.4f}", f"{inside_rate:.4f}", f"{inside_gain:.3f}"])
+        flats.append(abs(inside_gain) <= R.FLAT_GAIN)
+        result.runs.append(e.run.run_id)
+        result.rows.append([e.run.name, e.run.seed, f"{s}-{end}", f"{outside_rate:.4f}", f"{inside_rate:.4f}", f"{inside_gain:.3f}"])
         result.figure.setdefault("lines", []).append(
-            {"label": f"{run.name} s{run.seed}", "x": layers, "y": [acc[l] for l in layers], "blocks": [[s, e]]})
+            {"label": _label(e), "x": layers, "y": [acc[layer] for layer in layers], "blocks": [[s, end]]})
+    result.runs = sorted(set(result.runs))
     if diffs:
         result.statistic, result.uncertainty = _mean_se(diffs)
         result.verdict = SUPPORTED if result.statistic > 0 and all(flats) else NOT_SUPPORTED
-        result.note = f"{sum(flats)} of {len(flats)} blocks gain at most {FLAT_GAIN:.0%} across the block"
+        result.note = f"{sum(flats)} of {len(flats)} blocks gain at most {R.FLAT_GAIN:.0%} across the block"
     return result
 
 
@@ -352,22 +565,25 @@ def deletion(results: Results) -> ClaimResult:
                          None, None, NOT_ENOUGH, "mean accuracy drop deleting one block outside the block structure minus inside, over runs (standard error)",
                          ["run", "seed", "block", "drop outside (mean)", "drop inside (mean)"])
     diffs = []
-    for run in results.with_blocks():
-        drops = results.query("SELECT start_layer, accuracy_drop FROM ablations WHERE run_id = :r "
-                              "AND target NOT LIKE 'block:%' AND start_layer IS NOT NULL ORDER BY start_layer", r=run.run_id)
-        inside = [d for l, d in drops if _inside(l, run.blocks)]
-        outside = [d for l, d in drops if not _inside(l, run.blocks)]
+    for e in results.with_blocks():
+        drops = results.per_layer(e, "ablation", "SELECT start_layer, accuracy_drop FROM ablations WHERE analysis_id = :a "
+                                                 "AND run_id = :r AND target NOT LIKE 'block:%' AND start_layer IS NOT NULL "
+                                                 "ORDER BY start_layer")
+        inside = [d for layer, d in drops if _inside(layer, e.blocks)]
+        outside = [d for layer, d in drops if not _inside(layer, e.blocks)]
         if not inside or not outside:
             continue
         diffs.append(float(np.mean(outside) - np.mean(inside)))
-        result.rows.append([run.name, run.seed, ", ".join(f"{s}-{e}" for s, e in run.blocks),
+        result.runs.append(e.run.run_id)
+        result.rows.append([e.run.name, e.run.seed, ", ".join(f"{s}-{end}" for s, end in e.blocks),
                             f"{np.mean(outside):.4f}", f"{np.mean(inside):.4f}"])
         result.figure.setdefault("lines", []).append(
-            {"label": f"{run.name} s{run.seed}", "x": [l for l, _ in drops], "y": [d for _, d in drops],
-             "blocks": [list(b) for b in run.blocks]})
+            {"label": _label(e), "x": [layer for layer, _ in drops], "y": [d for _, d in drops],
+             "blocks": [list(b) for b in e.blocks]})
+    result.runs = sorted(set(result.runs))
     if diffs:
         result.statistic, result.uncertainty = _mean_se(diffs)
-        ok = result.statistic > 0 and result.statistic > TREND_SE * result.uncertainty
+        ok = result.statistic > 0 and result.statistic > R.TREND_SE * result.uncertainty
         result.verdict = SUPPORTED if ok else NOT_SUPPORTED
     return result
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from benchsuite.report import rules as R
 from benchsuite.report.claims import ClaimResult, Results, evaluate_claims
 from benchsuite.store import tables as t
 
@@ -28,16 +29,40 @@ QUERIES = {
           "FROM ablations x JOIN runs r USING (run_id) ORDER BY r.name, r.seed, x.start_layer",
 }
 
-DIFFERENCES = {
-    "C1": "The paper trains CIFAR-10/100 ResNets of depth 32-164 for 300 epochs; here 8x8 digits, depths 8-110, a few epochs on 2 CPU cores.",
-    "C2": "The paper widens ResNets up to 10x at depths 14-38 on CIFAR; here widths up to 8x on 8x8 digits, with fewer epochs.",
-    "C3": "The paper trains on 1/16 to all of CIFAR-10; here fractions of the 1,258 digits training images.",
-    "C4": "Same measurement as the paper (first PC of each layer over the evaluation set, CKA recomputed without it), on CPU-sized models.",
-    "C5": "The paper compares 10 seeds per architecture on CIFAR; here the seeds of the repro specs, on digits.",
-    "C6": "The paper compares wide and deep ResNets of matched accuracy over 100 seeds on CIFAR-10/100; here a handful of seeds on digits, where accuracy is near ceiling and per-class differences are small.",
-    "C7": "The paper fits probes on CIFAR features; here logistic-regression probes on pooled features of digits models.",
-    "C8": "The paper deletes blocks of CIFAR ResNets; here the same deletion (skip a residual branch) on digits models.",
+# The paper's setting per claim (Nguyen, Raghu & Kornblith 2021); ours is read from the runs each claim used.
+PAPER = {
+    "C1": "CIFAR-10/100 ResNets of depth 32-164 at width 1, 300 epochs",
+    "C2": "CIFAR-10/100 ResNets widened up to 10x at depths 14-38, 300 epochs",
+    "C3": "1/16 to all of CIFAR-10 for fixed architectures",
+    "C4": "first PC of each layer over the test set, CKA recomputed without it, on CIFAR ResNets",
+    "C5": "10 seeds per architecture on CIFAR-10/100",
+    "C6": "wide and deep CIFAR ResNets of matched accuracy, 100 seeds each",
+    "C7": "linear probes on CIFAR ResNet features",
+    "C8": "deleting residual blocks of CIFAR ResNets",
 }
+
+
+def _range(values) -> str:
+    v = sorted(set(values))
+    return "none" if not v else str(v[0]) if len(v) == 1 else ", ".join(map(str, v)) if len(v) <= 4 else f"{v[0]}-{v[-1]}"
+
+
+def _setting(results: Results, run_ids: list[str]) -> str:
+    """The settings of the runs a claim used, in one sentence."""
+    from benchsuite.spec.load import config_key
+
+    runs = [results.runs[r] for r in run_ids if r in results.runs]
+    if not runs:
+        return "no run was used"
+    seeds: dict[str, int] = {}
+    for r in runs:
+        seeds[config_key(r.config)] = seeds.get(config_key(r.config), 0) + 1
+    parts = [f"{_range(r.dataset for r in runs)}, {_range(r.train_examples for r in runs)} training examples"]
+    parts += [f"{k} {_range(r.params[k] for r in runs if k in r.params)}" for k in ("depth", "width")
+              if any(k in r.params for r in runs)]
+    parts += [f"{_range(r.config['train']['epochs'] for r in runs)} epochs",
+              f"{_range(seeds.values())} trained seeds per setting, {len(runs)} runs"]
+    return "; ".join(parts)
 
 
 def _fmt(v: float | None) -> str:
@@ -57,57 +82,84 @@ def store_claims(engine: Engine, scope: str, claims: list[ClaimResult]) -> None:
         conn.execute(t.claims.insert(), [dict(
             scope=scope, claim=c.claim, title=c.title, statistic=c.statistic, uncertainty=c.uncertainty,
             verdict=c.verdict, meaning=c.meaning, note=c.note,
-            evidence=json.dumps({"columns": c.columns, "rows": c.rows, "figure": c.figure}, sort_keys=True, default=str))
+            evidence=json.dumps({"columns": c.columns, "rows": c.rows, "figure": c.figure, "runs": c.runs},
+                                sort_keys=True, default=str))
             for c in claims])
 
 
 def _provenance(results: Results) -> str:
-    """Specs, runs, time and hardware behind the report, from the runs table."""
-    ids = list(results.runs)
-    if not ids:
-        return "No complete runs in the database yet: run the specs in specs/repro/ first.\n"
-    rows = results.conn.execute(sa.select(t.runs.c.spec_hash, t.runs.c.device, t.runs.c.train_seconds,
-                                          t.runs.c.measure_seconds, t.runs.c.versions).where(t.runs.c.run_id.in_(ids))).all()
-    # A spec by its name and file name (not its full path, which differs between machines).
-    specs = {h: f"{name} ({Path(path or '?').name})" for h, name, path in
-             results.conn.execute(sa.select(t.specs.c.spec_hash, t.specs.c.name, t.specs.c.path)).all()}
-    per_spec: dict[str, list] = {}
-    for spec_hash, device, train_s, measure_s, versions in rows:
-        per_spec.setdefault(specs.get(spec_hash, "?"), []).append((train_s or 0) + (measure_s or 0))
-    devices = sorted({r[1] for r in rows if r[1]})
-    versions = sorted({r[4] for r in rows if r[4]})
-    # A run shared by several specs (same configuration) counts once, for the spec that last wrote it.
-    lines = ["| spec | runs | train + measure time (min) |", "|---|---|---|"]
-    lines += [f"| `{s}` | {len(v)} | {sum(v) / 60:.1f} |" for s, v in sorted(per_spec.items())]
-    return ("\n".join(lines) + f"\n\nHardware: {', '.join(devices)}.  \nVersions: {'; '.join(versions)}.\n")
+    """Specs, runs, time and hardware behind the report."""
+    if not results.specs:
+        return "No specs in the database yet: run the specs in specs/repro/ first.\n"
+    lines = ["| spec | runs declared | complete | trained (evidence) | train + measure time (min) |", "|---|---|---|---|---|"]
+    ids = set()
+    for spec in results.specs:
+        ids |= {e.run.run_id for e in spec.runs}
+        rows = results.conn.execute(sa.select(t.runs.c.train_seconds, t.runs.c.measure_seconds).where(
+            t.runs.c.run_id.in_([e.run.run_id for e in spec.runs]))).all()
+        minutes = sum((a or 0) + (b or 0) for a, b in rows) / 60
+        lines.append(f"| `{spec.name} ({Path(spec.path or '?').name})` | {len(spec.runs) + len(spec.missing)} | "
+                     f"{len(spec.runs)} | {sum(e.trained for e in spec.runs)} | {minutes:.1f} |")
+    meta = results.conn.execute(sa.select(t.runs.c.device, t.runs.c.versions, t.runs.c.git_commit).where(
+        t.runs.c.run_id.in_(sorted(ids)))).all()
+    devices = sorted({r[0] for r in meta if r[0]})
+    versions = sorted({r[1] for r in meta if r[1]})
+    commits = sorted({r[2] for r in meta if r[2]})
+    out = "\n".join(lines) + (f"\n\nHardware: {', '.join(devices)}.  \nVersions: {'; '.join(versions)}.  \n"
+                              f"Code that trained the runs: {', '.join(c[:12] for c in commits) or 'unknown'}.\n")
+    if results.unreadable:
+        out += "\nSpecs left out (their stored text no longer validates): " + "; ".join(results.unreadable) + "\n"
+    excluded = results.excluded()
+    out += "\n### Runs that are not evidence\n\n"
+    out += _table(["spec", "run", "seed", "run_id", "reason"], [list(r) for r in excluded]) if excluded else "None.\n"
+    return out
+
+
+def _rules(commit: str | None) -> list[str]:
+    out = [f"Rules version **{R.RULES_VERSION}** (`benchsuite/report/rules.py`), evaluated by code at commit "
+           f"`{(commit or 'unknown')[:12]}`. Changes to the rules:", ""]
+    out += [f"- {version} ({where}): {what}" for version, where, what in R.CHANGELOG]
+    return out + [""]
+
+
+def _used(c: ClaimResult, claims: list[ClaimResult]) -> list[str]:
+    if not c.runs:
+        return ["Runs used: none.", ""]
+    shared = [f"{o.claim} ({len(set(c.runs) & set(o.runs))})" for o in claims if o is not c and set(c.runs) & set(o.runs)]
+    return [f"Runs used ({len(c.runs)}): " + ", ".join(f"`{r}`" for r in c.runs) + ".  ",
+            "Shared with: " + (", ".join(shared) if shared else "no other claim") + ".", ""]
 
 
 def render(engine: Engine, specs: list[str] | None = None, figures: Path | None = None,
            figures_link: str = "figures") -> tuple[str, list[ClaimResult]]:
     """The report's Markdown, and the claims it evaluated (their figures written to `figures`)."""
     from benchsuite.report.figures import claim_figure
+    from benchsuite.runner.jobs import git_commit
 
     results = Results(engine, specs)
     try:
         claims = evaluate_claims(results)
         provenance = _provenance(results)
+        settings = {c.claim: _setting(results, c.runs) for c in claims}
     finally:
         results.close()
     out = ["# Reproducing Nguyen, Raghu & Kornblith (2021) with benchsuite", "",
-           "Generated by `bench claims --write docs/REPRODUCTION.md` from the results database after running every",
-           "spec in `specs/repro/`. Each verdict comes from a query over stored results; the thresholds are documented",
-           "in `benchsuite/report/claims.py`. Do not edit by hand: rerun the specs and the report.", "",
+           "Generated by `bench claims --write docs/REPRODUCTION.md` from the results database. Each verdict comes",
+           "from the pre-registered rules below applied to stored results of trained runs. Do not edit by hand:",
+           "rerun the specs and the report.", "", *_rules(git_commit()),
            "## Summary", "", "| claim | verdict | statistic | ± | what the statistic is |", "|---|---|---|---|---|"]
     out += [f"| {c.claim} {c.title} | **{c.verdict}** | {_fmt(c.statistic)} | {_fmt(c.uncertainty)} | {c.meaning} |"
             for c in claims]
     out += ["", "## Runs", "", provenance]
     for c in claims:
-        out += [f"## {c.claim}: {c.title}", "", f"**Verdict: {c.verdict}.** Statistic: {_fmt(c.statistic)} "
-                f"± {_fmt(c.uncertainty)} ({c.meaning}).", ""]
+        spread = f" ± {_fmt(c.uncertainty)}" if c.uncertainty is not None else ""
+        out += [f"## {c.claim}: {c.title}", "", f"**Verdict: {c.verdict}.** Statistic: {_fmt(c.statistic)}{spread} "
+                f"({c.meaning}).", ""]
         if c.note:
             out += [c.note + ".", ""]
+        out += _used(c, claims)
         out += ["Query:", "", "```sql", QUERIES[c.claim], "```", "", "Measured:", "", _table(c.columns, c.rows)]
         if figures is not None and claim_figure(c, figures / f"{c.claim}.svg"):
             out += [f"![{c.claim}]({figures_link}/{c.claim}.svg)", ""]
-        out += [f"Differences from the paper's setting: {DIFFERENCES[c.claim]}", ""]
+        out += [f"Setting: the paper used {PAPER[c.claim]}; here {settings[c.claim]}.", ""]
     return "\n".join(out).rstrip() + "\n", claims

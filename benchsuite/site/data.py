@@ -1,8 +1,8 @@
 """What the leaderboard shows, read from the results database into plain Python objects.
 
 Every collection comes out in a fixed order, so the same database always gives the same site.
-When several analyses measured the same run, the most recent one wins (it matches the run's
-current `layers` rows, which every measurement rewrites).
+When several analyses measured the same run, the most recent one wins, with the probe points
+(`layers` rows) of the measurement setting its heatmap was measured with.
 """
 
 from __future__ import annotations
@@ -253,9 +253,9 @@ def _read(conn) -> SiteData:
                                 lambda r: (r["epoch"],)).items():
         if run_id in runs:
             runs[run_id].accuracy = rows[0]["value"]
-    for row in _all(conn, t.layers):
-        if row["run_id"] in runs:
-            runs[row["run_id"]].layers.append(Layer(row["name"], row["stage"]))
+    settings: dict[str, dict[str, list[Layer]]] = defaultdict(dict)  # run -> measure_id -> probe points
+    for row in sorted(_all(conn, t.layers), key=lambda r: (r["run_id"], r["measure_id"], r["layer"])):
+        settings[row["run_id"]].setdefault(row["measure_id"], []).append(Layer(row["name"], row["stage"]))
 
     cka = _all(conn, t.cka)
     within = [r for r in cka if r["run_a"] == r["run_b"] and r["epoch_a"] == r["epoch_b"]]
@@ -263,6 +263,12 @@ def _read(conn) -> SiteData:
     for (run_id, removed), rows in heatmaps.items():
         if run_id in runs:
             setattr(runs[run_id], "cka_pc_removed" if removed else "cka", _matrix(rows))
+    for run_id, by_setting in settings.items():
+        # The probe points of the setting the shown heatmap was measured with (else the run's only one).
+        shown = heatmaps.get((run_id, False))
+        mid = analyses.get(shown[0]["analysis_id"], {}).get("measure_id") if shown else None
+        if run_id in runs:
+            runs[run_id].layers = by_setting.get(mid) or by_setting[min(by_setting)]
     cosines = [r for r in _all(conn, t.pc_cosines) if r["run_a"] == r["run_b"]]
     for run_id, rows in _latest(cosines, lambda r: r["run_a"], recency).items():
         if run_id in runs:
@@ -332,5 +338,6 @@ def _claims(conn) -> dict[str, list[ClaimResult]]:
         evidence = json.loads(row["evidence"] or "{}")
         by_scope[row["scope"]].append(ClaimResult(
             row["claim"], row["title"] or "", row["statistic"], row["uncertainty"], row["verdict"] or "", row["meaning"] or "",
-            evidence.get("columns", []), evidence.get("rows", []), row["note"] or "", evidence.get("figure", {})))
+            evidence.get("columns", []), evidence.get("rows", []), row["note"] or "", evidence.get("figure", {}),
+            evidence.get("runs", [])))
     return dict(sorted(by_scope.items(), key=lambda kv: (kv[0] != "all", kv[0])))
