@@ -28,19 +28,24 @@ _PROBE_ACCURACY = """
 """
 
 
-def upgrade() -> None:
-    op.add_column("analyses", sa.Column("measure_id", sa.Text, server_default="", nullable=False))
-    # The primary key changes, which DuckDB cannot ALTER: rebuild the table (the view reading it first).
-    op.execute("DROP VIEW probe_accuracy")
+def _create_layers(table: str, per_setting: bool) -> None:
+    setting = [sa.Column("measure_id", sa.Text, primary_key=True)] if per_setting else []
     op.create_table(
-        "layers_0005",
+        table,
         sa.Column("run_id", sa.Text, primary_key=True),
-        sa.Column("measure_id", sa.Text, primary_key=True),
+        *setting,
         sa.Column("layer", sa.Integer, primary_key=True),
         sa.Column("name", sa.Text, nullable=False),
         sa.Column("stage", sa.Integer),
         sa.Column("features", sa.Integer),
     )
+
+
+def upgrade() -> None:
+    op.add_column("analyses", sa.Column("measure_id", sa.Text, server_default="", nullable=False))
+    # The primary key changes, which DuckDB cannot ALTER: rebuild the table (the view reading it first).
+    op.execute("DROP VIEW probe_accuracy")
+    _create_layers("layers_0005", per_setting=True)
     op.execute("INSERT INTO layers_0005 SELECT run_id, '', layer, name, stage, features FROM layers")
     op.drop_table("layers")
     op.rename_table("layers_0005", "layers")
@@ -49,15 +54,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.execute("DROP VIEW probe_accuracy")
-    op.create_table(
-        "layers_0004",
-        sa.Column("run_id", sa.Text, primary_key=True),
-        sa.Column("layer", sa.Integer, primary_key=True),
-        sa.Column("name", sa.Text, nullable=False),
-        sa.Column("stage", sa.Integer),
-        sa.Column("features", sa.Integer),
-    )
-    # One setting per run: the newest rows win where a run was measured with several.
+    _create_layers("layers_0004", per_setting=False)
+    # One setting per run: where a run was measured with several, one of them is kept.
     op.execute("INSERT INTO layers_0004 SELECT run_id, layer, max(name), max(stage), max(features) FROM layers "
                "GROUP BY run_id, layer")
     op.drop_table("layers")
