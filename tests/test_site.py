@@ -268,7 +268,7 @@ def test_names_are_escaped_text_never_markup(tmp_path, watched):
     db = tmp_path / "xss.duckdb"
     engine = open_store(str(db), create=True)
     record_spec(engine, "h" * 16, XSS, XSS, f"name: '{XSS}'\n")
-    layers = [dict(run_id="r1", layer=i, name=f"{XSS}{i}", stage=i) for i in range(3)]
+    layers = [dict(run_id="r1", measure_id="", layer=i, name=f"{XSS}{i}", stage=i) for i in range(3)]
     run = dict(run_id="r1", name=XSS, family="fam<b>", params=json.dumps({"depth": XSS, "width": 1}), dataset="d<i>",
                train_size=None, seed=0, config="{}", spec_hash="h" * 16, status="complete", device=XSS,
                versions=json.dumps({"x": XSS}), git_commit=XSS, num_params=10, epochs_done=1)
