@@ -14,3 +14,8 @@ class SpecError(BenchError):
         self.source, self.field, self.message = source, field, message
         where = f"{source}: {field}" if field else source
         super().__init__(f"{where}: {message}")
+
+
+class RunFailed(Exception):
+    """A run's failure already described for the runs table (divergence, an error from a worker):
+    stored as its message, without the frame it was raised in."""

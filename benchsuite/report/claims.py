@@ -19,7 +19,10 @@ import sqlalchemy as sa
 from scipy import stats
 from sqlalchemy.engine import Engine
 
+from benchsuite.errors import BenchError
 from benchsuite.report import rules as R
+from benchsuite.spec.load import config_key
+from benchsuite.store import tables as t
 
 SUPPORTED, NOT_SUPPORTED, NOT_ENOUGH = "supported", "not supported", "not enough runs"
 
@@ -86,8 +89,6 @@ class Results:
     version each); None: every spec in the database."""
 
     def __init__(self, engine: Engine, specs: list[str] | None = None):
-        from benchsuite.errors import BenchError
-
         self.engine = engine
         # One connection for every query of the report: a DuckDB connection costs ~0.1 s to open.
         self.conn = engine.connect()
@@ -110,7 +111,6 @@ class Results:
         self.specs = [s for name in sorted(specs or stored) if (s := self._spec(name, *stored[name])) is not None]
 
     def _spec(self, name: str, path: str, text: str) -> SpecEvidence | None:
-        from benchsuite.errors import BenchError
         from benchsuite.measure.blocks import BlockParams
         from benchsuite.runner.analyses import analysis_id, measure_id, per_run_kinds
         from benchsuite.spec import expand, parse_spec, run_id, run_name
@@ -150,19 +150,16 @@ class Results:
 
     def _blocks(self, spec: SpecEvidence) -> None:
         by_aid = {e.analyses["blocks"]: e for e in spec.runs if "blocks" in e.analyses}
-        if not by_aid:
-            return
-        marks = ", ".join(f":a{i}" for i in range(len(by_aid)))
-        params = {f"a{i}": aid for i, aid in enumerate(by_aid)}
-        for aid, score in self.query(f"SELECT analysis_id, score FROM block_scores WHERE analysis_id IN ({marks})", **params):
+        scores, blocks = t.block_scores, t.blocks
+        for aid, score in self.conn.execute(sa.select(scores.c.analysis_id, scores.c.score)
+                                            .where(scores.c.analysis_id.in_(list(by_aid)))):
             by_aid[aid].score = score
-        for aid, s, e in self.query(f"SELECT analysis_id, start_layer, end_layer FROM blocks WHERE analysis_id IN ({marks}) "
-                                    "ORDER BY analysis_id, start_layer", **params):
+        for aid, s, e in self.conn.execute(sa.select(blocks.c.analysis_id, blocks.c.start_layer, blocks.c.end_layer)
+                                           .where(blocks.c.analysis_id.in_(list(by_aid)))
+                                           .order_by(blocks.c.analysis_id, blocks.c.start_layer)):
             by_aid[aid].blocks.append((s, e))
 
     def _apply_evidence_rule(self, spec: SpecEvidence) -> None:
-        from benchsuite.spec.load import config_key
-
         sweeps: dict[str, list[Evidence]] = {}
         for e in spec.runs:
             sweeps.setdefault(config_key(e.run.config, ("seed", "family", "params")), []).append(e)
@@ -263,12 +260,10 @@ def _level(run: Run, param: str):
     return run.train_examples if param == "train_examples" else run.params.get(param)
 
 
-def sweeps(results: Results, param: str) -> list[tuple[str, dict[Any, list[Evidence]]]]:
-    """Per spec, its declared runs grouped by everything but `param` and the seed (two levels or more):
-    (label, {declared level: the level's trained runs with a block score}). A level whose runs failed or
-    were excluded by the evidence rule is kept, with fewer (or no) runs."""
-    from benchsuite.spec.load import config_key
-
+def sweeps(results: Results, param: str, only: dict | None = None) -> list[tuple[str, dict[Any, list[Evidence]]]]:
+    """Per spec, its declared runs with the parameters in `only` grouped by everything but `param` and the
+    seed (two levels or more): (label, {declared level: the level's trained runs with a block score}). A
+    level whose runs failed or were excluded by the evidence rule is kept, with fewer (or no) runs."""
     drop = ("seed", "dataset.train_size") if param == "train_examples" else ("seed", f"params.{param}")
     out = []
     for spec in results.specs:
@@ -277,8 +272,8 @@ def sweeps(results: Results, param: str) -> list[tuple[str, dict[Any, list[Evide
         for config, e in declared:
             if _declared(config, param) is None and param != "train_examples":
                 continue
-            if param == "depth" and config["params"].get("width", 1) != 1:
-                continue  # C1 is about depth at width 1
+            if any(config["params"].get(k, v) != v for k, v in (only or {}).items()):
+                continue
             level = groups.setdefault(config_key(config, drop), {}).setdefault(json.dumps(_declared(config, param)), [])
             if e is not None and e.trained and e.score is not None:
                 level.append(e)
@@ -293,8 +288,9 @@ def sweeps(results: Results, param: str) -> list[tuple[str, dict[Any, list[Evide
     return out
 
 
-def trend(results: Results, claim: str, title: str, param: str, more_block_at: str) -> ClaimResult:
-    """C1-C3. `more_block_at` is "max" or "min": the end of the sweep where the paper finds more block."""
+def trend(results: Results, claim: str, title: str, param: str, more_block_at: str, only: dict | None = None) -> ClaimResult:
+    """C1-C3. `more_block_at` is "max" or "min": the end of the sweep where the paper finds more block;
+    `only`: parameter values a sweep must have (families without the parameter qualify)."""
     sign = 1 if more_block_at == "max" else -1
     label = "training examples" if param == "train_examples" else param
     meaning = (f"mean block score at the {'largest' if sign > 0 else 'smallest'} {label} minus the "
@@ -302,7 +298,7 @@ def trend(results: Results, claim: str, title: str, param: str, more_block_at: s
     columns = ["sweep", label, "trained seeds", "block score (mean ± sd)", "mean eval acc", "sweep verdict"]
     result = ClaimResult(claim, title, None, None, NOT_ENOUGH, meaning, columns)
     evaluated, notes = [], []
-    for sweep, declared in sweeps(results, param):
+    for sweep, declared in sweeps(results, param, only):
         def shown(lv):  # what the table shows: training examples where a run measured them
             runs = declared[lv]
             return _level(runs[0].run, param) if runs else json.loads(lv)
@@ -398,8 +394,6 @@ def pc1_dominance(results: Results) -> ClaimResult:
 # --- C5: similar outside blocks, not inside -----------------------------------------------------------
 
 def cross_seed(results: Results) -> ClaimResult:
-    from benchsuite.spec.load import config_key
-
     result = ClaimResult("C5", "Outside blocks, representations of different seeds are similar; inside blocks they are not",
                          None, None, NOT_ENOUGH, "cross-seed CKA of the same layer, outside blocks minus inside, over seed pairs (standard error)",
                          ["architecture", "seeds", "CKA outside blocks", "CKA inside blocks", "gap"])
@@ -446,8 +440,6 @@ def cross_seed(results: Results) -> ClaimResult:
 def _wide_deep_pairs(spec: SpecEvidence) -> list[tuple[list[Evidence], list[Evidence]]]:
     """(wide, deep) architectures of the spec on one data set and recipe: wider and shallower against
     narrower and deeper, each with C6_MIN_SEEDS trained runs that have predictions."""
-    from benchsuite.spec.load import config_key
-
     arch: dict[str, list[Evidence]] = {}
     for e in spec.runs:
         if e.trained and "predictions" in e.analyses and {"depth", "width"} <= set(e.run.params):
@@ -589,7 +581,7 @@ def deletion(results: Results) -> ClaimResult:
 
 
 CLAIMS: list[Callable[[Results], ClaimResult]] = [
-    lambda r: trend(r, "C1", "Block structure emerges and grows with depth at width 1", "depth", "max"),
+    lambda r: trend(r, "C1", "Block structure emerges and grows with depth at width 1", "depth", "max", {"width": 1}),
     lambda r: trend(r, "C2", "Block structure emerges and grows with width at a fixed depth", "width", "max"),
     lambda r: trend(r, "C3", "A fixed architecture shows more block structure when trained on less data", "train_examples", "min"),
     pc1_dominance, cross_seed, error_patterns, probes, deletion,

@@ -5,6 +5,7 @@ same database gives the same bytes."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -12,6 +13,7 @@ from sqlalchemy.engine import Engine
 
 from benchsuite.report import rules as R
 from benchsuite.report.claims import ClaimResult, Results, evaluate_claims
+from benchsuite.spec.load import config_key
 from benchsuite.store import tables as t
 
 QUERIES = {
@@ -23,7 +25,7 @@ QUERIES = {
     "C5": "SELECT ra.name, ra.seed AS seed_a, rb.seed AS seed_b, c.layer_a AS layer, c.value\n"
           "FROM cka c JOIN analyses a USING (analysis_id) JOIN runs ra ON ra.run_id = c.run_a JOIN runs rb ON rb.run_id = c.run_b\n"
           "WHERE a.kind = 'cross_cka' AND ra.name = rb.name AND c.layer_a = c.layer_b AND NOT c.pc_removed ORDER BY ALL",
-    "C6": "SELECT class, mean_a, mean_b, p_value, q_value, significant FROM error_classes ORDER BY analysis_id, class",
+    "C6": "SELECT name, seed, class, accuracy FROM class_accuracy ORDER BY name, class, seed",
     "C7": "SELECT name, seed, layer, layer_name, accuracy FROM probe_accuracy ORDER BY name, seed, layer",
     "C8": "SELECT r.name, r.seed, x.target, x.start_layer, x.accuracy_drop\n"
           "FROM ablations x JOIN runs r USING (run_id) ORDER BY r.name, r.seed, x.start_layer",
@@ -49,14 +51,10 @@ def _range(values) -> str:
 
 def _setting(results: Results, run_ids: list[str]) -> str:
     """The settings of the runs a claim used, in one sentence."""
-    from benchsuite.spec.load import config_key
-
     runs = [results.runs[r] for r in run_ids if r in results.runs]
     if not runs:
         return "no run was used"
-    seeds: dict[str, int] = {}
-    for r in runs:
-        seeds[config_key(r.config)] = seeds.get(config_key(r.config), 0) + 1
+    seeds = Counter(config_key(r.config) for r in runs)
     parts = [f"{_range(r.dataset for r in runs)}, {_range(r.train_examples for r in runs)} training examples"]
     parts += [f"{k} {_range(r.params[k] for r in runs if k in r.params)}" for k in ("depth", "width")
               if any(k in r.params for r in runs)]

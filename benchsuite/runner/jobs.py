@@ -15,13 +15,13 @@ from typing import Callable
 import torch
 
 import benchsuite
+from benchsuite.errors import RunFailed
 from benchsuite.models import create_model, probe_points
 from benchsuite.runner.analyses import _RUN_ANALYSES, RunContext, measure_id
 from benchsuite.spec.load import canonical_json
 from benchsuite.spec.schema import MeasureSpec, RunConfig
 from benchsuite.store.writer import AnalysisRows, RunRows
 from benchsuite.train import prepare_data, select_device, train
-from benchsuite.train.loop import Diverged
 
 
 @dataclass
@@ -117,13 +117,13 @@ def _device_name(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
-class JobError(Exception):
+class JobError(RunFailed):
     """A job's error as described where it was raised (a Ray worker): tracebacks do not cross processes."""
 
 
 def describe_error(exc: BaseException) -> str:
     """One line for the runs table, with the innermost frame for debugging."""
-    if isinstance(exc, (JobError, Diverged)):
+    if isinstance(exc, RunFailed):
         return str(exc)
     tb = traceback.extract_tb(exc.__traceback__)
     where = f" at {Path(tb[-1].filename).name}:{tb[-1].lineno}" if tb else ""

@@ -19,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from benchsuite.data.loader import DeviceLoader
+from benchsuite.errors import RunFailed
 from benchsuite.spec.schema import RunConfig, TrainSpec
 from benchsuite.train.data import PreparedData
 
@@ -63,7 +64,7 @@ def lr_factor(spec: TrainSpec, step: int, total: int, steps_per_epoch: int) -> f
     return 1.0
 
 
-class Diverged(RuntimeError):
+class Diverged(RunFailed):
     """The training loss became non-finite: the run failed and nothing it measured is evidence."""
 
     def __init__(self, epoch: int, loss: float):
