@@ -2,14 +2,16 @@
 file or value and the fix, exit code 2, no traceback, and nothing written."""
 
 import hashlib
+import os
 import re
 import time
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+import torch
 
-from conftest import TINY_SPEC, rows
+from conftest import TINY_SPEC, make_spec, rows
 
 
 def one_line(result, code: int = 2) -> str:
@@ -222,3 +224,106 @@ def test_terminal_formats_are_capped_and_say_so(workdir, cli):
     assert "first 1000 rows shown" in default.stderr and "999" in default.stdout and "1000 " not in default.stdout
     assert cli("query", sql, "-f", "csv").stdout.splitlines() == ["i", *map(str, range(2500))]  # uncapped
     assert cli("query", "SELECT 1 AS one", "--max-rows", "1").stderr == ""
+
+
+# -- checkpoints --------------------------------------------------------------------------------
+
+class _Planted:
+    """What an attacker with write access to a shared artifacts folder would leave: unpickling it runs code."""
+
+    def __reduce__(self):
+        return os.system, (f"touch {Path.cwd() / 'pwned'}",)
+
+
+def _truncated(path: Path) -> None:
+    torch.save({"model": {"w": torch.ones(1000)}}, path)
+    path.write_bytes(path.read_bytes()[:300])
+
+
+def _not_a_checkpoint(path: Path) -> None:
+    path.write_bytes(b"rsync: connection unexpectedly closed\n")
+
+
+def _planted(path: Path) -> None:
+    torch.save({"model": _Planted()}, path)
+
+
+def _checkpoints(spec: Path, artifacts: str = "bench_artifacts") -> list[Path]:
+    from benchsuite.spec import expand, load_spec, run_id
+
+    return [Path(artifacts) / "runs" / run_id(c) / "last.pt" for c in expand(load_spec(spec))]
+
+
+MEASURED = {"metrics": "run_id, name, epoch, value", "cka": "run_a, layer_a, run_b, layer_b, pc_removed, value",
+            "pcs": "run_id, layer, pc1_fraction", "runs": "run_id, status, error, epochs_done"}
+
+
+def assert_same_rows(db_a, db_b) -> None:
+    for table, columns in MEASURED.items():
+        a, b = (rows(db, f"SELECT {columns} FROM {table} ORDER BY ALL") for db in (db_a, db_b))
+        assert len(a) == len(b) > 0, table
+        for ra, rb in zip(a, b):
+            assert ra[:-1] == rb[:-1] and (ra[-1] == rb[-1] or abs(ra[-1] - rb[-1]) < 1e-12), table
+
+
+def test_a_damaged_checkpoint_is_moved_aside_and_the_run_trains_from_scratch(workdir, cli):
+    (workdir / "s.yaml").write_text(make_spec(seeds="[0, 1, 2]"))
+    damaged = {}
+    for path, damage in zip(_checkpoints(workdir / "s.yaml"), (_truncated, _not_a_checkpoint, _planted)):
+        path.parent.mkdir(parents=True)
+        damage(path)
+        damaged[path] = path.read_bytes()
+    result = cli("run", "s.yaml")
+    assert result.exit_code == 0, result.output
+    notes = [line for line in result.stderr.splitlines() if line.startswith("note ")]
+    assert len(notes) == 3 and all("last.pt: cannot be loaded (" in n and "training from scratch" in n for n in notes)
+    assert "it holds more than tensors and plain values: GLOBAL posix.system" in "".join(notes) and "Traceback" not in result.output
+    assert not (workdir / "pwned").exists()  # weights_only: the planted pickle never ran
+    for path, content in damaged.items():
+        aside, = path.parent.glob("last.pt.corrupt-*")
+        assert aside.read_bytes() == content and path.is_file()
+    # the rows are those of a run that never met a damaged checkpoint
+    assert cli("run", "s.yaml", "--db", "clean.duckdb", "--artifacts", "clean").exit_code == 0
+    assert_same_rows("bench.duckdb", "clean.duckdb")
+
+
+def _poison(path: Path) -> None:
+    state = torch.load(path, weights_only=True)
+    state["model"] = {k: v.fill_(float("nan")) if v.is_floating_point() else v for k, v in state["model"].items()}
+    torch.save(state, path)
+
+
+def test_no_nan_row_from_a_model_gone_non_finite_on_any_path(workdir, cli):
+    """Training losses were finite, but the final model is NaN (as after an overflow): neither the run's own
+    analyses nor the family analyses that load its checkpoint store a row."""
+    spec = workdir / "s.yaml"
+    spec.write_text(make_spec(seeds="[0, 1]"))
+    assert cli("run", spec, "--db", "first.duckdb").exit_code == 0
+    for path in _checkpoints(spec):
+        _poison(path)
+    # run path: a new database resumes from the poisoned final checkpoints and measures them
+    result = cli("run", spec, "--db", "second.duckdb")
+    assert result.exit_code == 1
+    assert result.stderr.count("non-finite cka.value (nan); the model's outputs overflowed") == 2
+    assert rows("second.duckdb", "SELECT DISTINCT status FROM runs") == [("failed",)]
+    # family path: the complete runs of the first database, measured again from their checkpoints
+    spec.write_text(make_spec(seeds="[0, 1]", analyses="[cka, pcs, {kind: cross_cka, across: seeds}]"))
+    result = cli("run", spec, "--db", "first.duckdb")
+    assert result.exit_code == 1 and "holds non-finite weights; the run diverged" in result.stderr
+    for db in ("first.duckdb", "second.duckdb"):
+        for table, column in [("cka", "value"), ("pcs", "pc1_fraction"), ("metrics", "value")]:
+            assert rows(db, f"SELECT count(*) FROM {table} WHERE NOT isfinite({column})") == [(0,)]
+    assert rows("second.duckdb", "SELECT count(*) FROM cka") == [(0,)]
+    assert rows("first.duckdb", "SELECT status FROM analyses WHERE kind = 'cross_cka'") == [("failed",)]
+
+
+def test_a_damaged_checkpoint_of_a_complete_run_fails_its_family_analysis_in_one_line(workdir, cli):
+    spec = workdir / "s.yaml"
+    spec.write_text(make_spec(seeds="[0, 1]"))
+    assert cli("run", spec).exit_code == 0
+    _truncated(_checkpoints(spec)[1])
+    spec.write_text(make_spec(seeds="[0, 1]", analyses="[cka, pcs, {kind: cross_cka, across: seeds}]"))
+    result = cli("run", spec)
+    assert result.exit_code == 1 and "cannot be loaded (" in result.stderr and "restore it from a copy" in result.stderr
+    (error,), = rows("bench.duckdb", "SELECT error FROM analyses WHERE kind = 'cross_cka'")
+    assert "last.pt cannot be loaded" in error and ".py:" not in error
