@@ -1,9 +1,13 @@
 """Faults and hostile input, through the real CLI on real files: every bad input is one line naming the
 file or value and the fix, exit code 2, no traceback, and nothing written."""
 
+import errno
 import hashlib
 import os
 import re
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -327,3 +331,123 @@ def test_a_damaged_checkpoint_of_a_complete_run_fails_its_family_analysis_in_one
     assert result.exit_code == 1 and "cannot be loaded (" in result.stderr and "restore it from a copy" in result.stderr
     (error,), = rows("bench.duckdb", "SELECT error FROM analyses WHERE kind = 'cross_cka'")
     assert "last.pt cannot be loaded" in error and ".py:" not in error
+
+
+# -- datasets: checked before any run starts ----------------------------------------------------
+
+def test_the_headline_sweep_without_cifar10_is_one_line_and_no_rows(workdir, cli, monkeypatch):
+    monkeypatch.setenv("BENCH_DATA", str(workdir / "data"))
+    spec = Path(__file__).parents[1] / "specs" / "cifar_width.yaml"
+    line = one_line(cli("run", spec))
+    data = workdir / "data"
+    assert line == (f"error: cifar10: not found in {data}; place cifar-10-python.tar.gz (md5 c58f30108f718f92721af3b95e74349a) "
+                    f"in {data} or run `bench data fetch cifar10 --data-dir {data}`")
+    assert list(workdir.iterdir()) == []  # no database, no artifacts: nothing to clean up
+
+
+def test_a_data_folder_that_is_a_file_or_a_too_large_subset_is_one_line(workdir, cli, monkeypatch):
+    (workdir / "datafile").write_text("not a folder")
+    monkeypatch.setenv("BENCH_DATA", str(workdir / "datafile"))
+    line = one_line(cli("run", Path(__file__).parents[1] / "specs" / "cifar_width.yaml"))
+    assert "the data folder" in line and "is a file, not a folder" in line
+    (workdir / "big.yaml").write_text(make_spec(train_size=5000))
+    line = one_line(cli("run", "big.yaml"))
+    assert line == "error: big.yaml: dataset.train_size: subset of 5000 examples is not possible: the split has 1258 (digits)"
+    assert sorted(p.name for p in workdir.iterdir()) == ["big.yaml", "datafile"]
+
+
+def test_a_tampered_cifar_folder_is_refused_from_the_cli_before_any_run(workdir, cli, monkeypatch):
+    from benchsuite.data import cifar
+    from test_data_cifar import _write_folder
+
+    monkeypatch.setattr(cifar, "FILES_MD5", {name: {} for name in cifar.LAYOUTS})
+    monkeypatch.setenv("XDG_CACHE_HOME", str(workdir / "cache"))
+    data = workdir / "data"
+    _write_folder(data, "cifar10")  # a miniature, published: its md5s are the table's
+    batch = data / "cifar-10-batches-py" / "data_batch_4"
+    batch.write_bytes(batch.read_bytes()[:-1] + b"\x00")
+    (workdir / "c.yaml").write_text(make_spec(train_size=20, eval_size=6).replace("digits", "cifar10"))
+    line = one_line(cli("run", "c.yaml", "--data-dir", data))
+    assert f"cifar10: {batch} is not the published file (its md5 differs)" in line
+    assert not (workdir / "bench.duckdb").exists() and not (workdir / "bench_artifacts").exists()
+
+
+# -- a full disk --------------------------------------------------------------------------------
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 16 MiB filesystem (tmpfs) that can be filled up; CI runs as root, which may mount one."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+def fill(disk: Path) -> Path:
+    """Write to `disk` until it has no byte left; remove the file returned to free the space."""
+    filler = disk / "filler"
+    with open(filler, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+    return filler
+
+
+def _bench(*args: str, cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "benchsuite", *args], env=env, cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def test_a_full_disk_while_checkpointing_keeps_the_last_checkpoint_and_the_rerun_completes(workdir, small_disk):
+    (workdir / "s.yaml").write_text(make_spec(epochs=5))
+    artifacts = small_disk / "art"
+    proc = _bench("run", "s.yaml", "--artifacts", str(artifacts), cwd=workdir)
+    checkpoint, = _checkpoints(workdir / "s.yaml", str(artifacts))
+    deadline = time.time() + 120
+    while not checkpoint.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    proc.kill()  # SIGKILL: a checkpoint of some epoch before the last, and a run left `running`
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    kept = checkpoint.read_bytes()
+    filler = fill(small_disk)
+
+    full = _bench("run", "s.yaml", "--artifacts", str(artifacts), cwd=workdir)
+    out, _ = full.communicate(timeout=300)
+    assert full.returncode == 1, out
+    errors = [line for line in out.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {checkpoint.parent}: no space left on the device for checkpoint last.pt; the previous "
+                      "checkpoint is intact: free space and rerun the same command to resume"], out
+    assert "Traceback" not in out
+    assert checkpoint.read_bytes() == kept and sorted(p.name for p in checkpoint.parent.iterdir()) == ["last.pt"]
+    assert rows(workdir / "bench.duckdb", "SELECT status FROM runs") == [("running",)]
+
+    filler.unlink()
+    again = _bench("run", "s.yaml", "--artifacts", str(artifacts), cwd=workdir)
+    out, _ = again.communicate(timeout=300)
+    assert again.returncode == 0 and "resumed from epoch" in out, out
+    clean = _bench("run", "s.yaml", "--db", "clean.duckdb", "--artifacts", "clean", cwd=workdir)
+    assert clean.wait(timeout=300) == 0
+    assert_same_rows(workdir / "bench.duckdb", workdir / "clean.duckdb")
+
+
+def test_a_full_disk_under_the_database_leaves_it_as_it_was_and_the_rerun_completes(workdir, small_disk, cli):
+    db = small_disk / "bench.duckdb"
+    (workdir / "s.yaml").write_text(make_spec())
+    assert cli("db", "upgrade", "--db", db).exit_code == 0
+    filler = fill(small_disk)
+    line = one_line(cli("run", "s.yaml", "--db", db), code=1)
+    assert line == (f"error: {db}: no space left on the device for the database; the write was rolled back and "
+                    "the database is as it was: free space and rerun the same command")
+    filler.unlink()
+    assert [rows(db, f"SELECT count(*) FROM {t}") for t in ("specs", "runs", "metrics")] == [[(0,)]] * 3
+    assert cli("run", "s.yaml", "--db", db).exit_code == 0
+    assert cli("run", "s.yaml", "--db", "clean.duckdb", "--artifacts", "clean").exit_code == 0
+    assert_same_rows(db, workdir / "clean.duckdb")
