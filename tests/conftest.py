@@ -38,7 +38,7 @@ def eval_features(job, batch_size: int = 50) -> list[list]:
 
     data = prepare_data(job.config.dataset, eval_batch_size=batch_size)
     model = build_model(job, data)
-    model.load_state_dict(torch.load(job.checkpoint, weights_only=False)["model"])
+    model.load_state_dict(torch.load(job.checkpoint, weights_only=True)["model"])
     model.eval()
     batches = []
     with FeatureCapture(model, probe_points(model)) as cap, torch.no_grad():

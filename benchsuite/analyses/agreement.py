@@ -19,6 +19,7 @@ the defaults. Distances (Procrustes) are read as similarities (1 - d / 2) throug
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 from scipy.stats import spearmanr
@@ -83,7 +84,7 @@ def _measure_agreement(ctx: FamilyContext, options: dict) -> dict[str, list[dict
                                                          layers_agree=agree, jaccard=jaccard))
     pooled = {label: np.concatenate(v) for label, v in cells.items()}
     for la, lb in itertools.combinations(labels, 2):
-        rho = spearmanr(pooled[la], pooled[lb])[0] if len(pooled[la]) > 1 else float("nan")
-        out["measure_rank_agreement"].append(dict(measure_a=la, measure_b=lb, spearman=float(rho),
+        rho = float(spearmanr(pooled[la], pooled[lb])[0]) if len(pooled[la]) > 1 else math.nan
+        out["measure_rank_agreement"].append(dict(measure_a=la, measure_b=lb, spearman=rho if math.isfinite(rho) else None,
                                                   cells=int(len(pooled[la]))))
     return out
