@@ -68,7 +68,7 @@ def register(app: typer.Typer) -> None:
         counts = {"complete": 0, "failed": 0}
         try:
             if todo:
-                with Reporter(len(todo), err_console) as reporter:
+                with Reporter(len(todo), err_console, engine) as reporter:
                     counts = execute(todo, engine, runner, reporter=reporter)
                 skipped = f", {counts['skipped']} skipped (another driver)" if counts["skipped"] else ""
                 err_console.print(f"{counts['complete']} complete, {counts['failed']} failed{skipped}")
