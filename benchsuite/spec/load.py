@@ -57,9 +57,37 @@ def _raise_first(source: str, err: ValidationError, model: type[BaseModel], pref
     raise SpecError(source, _path(prefix + (loc if keep_loc else ())), msg)
 
 
+MAX_SPEC_BYTES = 1 << 20  # a spec is a page of YAML; anything this large is the wrong file
+
+
+def read_spec_text(path: str | Path) -> str:
+    """A spec file's text; a missing, unreadable, oversized, binary or non-UTF-8 file is one SpecError."""
+    p = Path(path)
+    if not p.is_file():
+        raise BenchError(f"{p}: no such spec file")
+    try:
+        size = p.stat().st_size
+        if size > MAX_SPEC_BYTES:
+            raise SpecError(str(p), "", f"{size:,} bytes, over the {MAX_SPEC_BYTES:,}-byte limit of a spec; "
+                                        "is this the right file?")
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise SpecError(str(p), "", f"cannot read it ({exc.strerror}); check its permissions") from None
+    if b"\x00" in raw:
+        raise SpecError(str(p), "", "a binary file, not a YAML spec")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise SpecError(str(p), f"line {line}", f"not UTF-8 text (byte 0x{raw[exc.start]:02x}); "
+                                                "save the spec as UTF-8") from None
+
+
 def _mapping(text: str, source: str) -> dict:
     try:
         data = yaml.safe_load(text)
+    except RecursionError:
+        raise SpecError(source, "", "nested too deeply to be a spec") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else ""
@@ -115,9 +143,7 @@ def read_spec(path: str | Path, overrides: Sequence[str] = ()) -> tuple[Spec, st
     """The spec in a file with `--set` overrides applied, and the text to store as its provenance: the file's
     own text without overrides, else the merged spec as YAML under a comment naming them."""
     p = Path(path)
-    if not p.is_file():
-        raise BenchError(f"{p}: no such spec file")
-    text = p.read_text()
+    text = read_spec_text(p)
     data = _mapping(text, str(p))
     keys = [(apply_override(data, item, str(p)), item) for item in overrides]
     try:
