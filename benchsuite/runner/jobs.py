@@ -16,7 +16,7 @@ import torch
 import benchsuite
 from benchsuite.errors import BenchError, RunFailed
 from benchsuite.models import create_model, probe_points
-from benchsuite.runner.analyses import _RUN_ANALYSES, RunContext, measure_id
+from benchsuite.runner.analyses import _RUN_ANALYSES, RunContext, check_finite, measure_id
 from benchsuite.spec.load import canonical_json
 from benchsuite.spec.schema import MeasureSpec, RunConfig
 from benchsuite.store.writer import AnalysisRows, RunRows
@@ -100,6 +100,9 @@ def run_job(job: Job, on_step: Callable[[int, int, int], None] | None = None,
     ctx = RunContext(job.run_id, model, data, points, device, epoch=result.epochs_done)
     analyses = [AnalysisRows(a.analysis_id, a.kind, [job.run_id], a.options, rows=_RUN_ANALYSES[a.kind](ctx, a.options),
                              measure_id=job.measure_id) for a in job.analyses]
+    check_finite({"metrics": result.metrics}, f"{job.name} seed={job.config.seed}")
+    for a in analyses:
+        check_finite(a.rows, f"{job.name} seed={job.config.seed}")
     m = ctx._measurement
     features = m.features if m else [None] * len(points)
     layers = [dict(run_id=job.run_id, measure_id=job.measure_id, layer=i, name=p.name, stage=p.stage, features=f)
@@ -109,7 +112,7 @@ def run_job(job: Job, on_step: Callable[[int, int, int], None] | None = None,
                   train_seconds=result.train_seconds, measure_seconds=time.perf_counter() - start,
                   device=_device_name(device), versions=json.dumps(versions()), git_commit=git_commit())
     return RunRows(run=run, metrics=[{"run_id": job.run_id, **m} for m in result.metrics], layers=layers,
-                   measure_id=job.measure_id, analyses=analyses, resumed_from=result.resumed_from)
+                   measure_id=job.measure_id, analyses=analyses, resumed_from=result.resumed_from, notes=result.notes)
 
 
 def _device_name(device: torch.device) -> str:

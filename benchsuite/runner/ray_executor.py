@@ -8,7 +8,7 @@ another node resumes from it, and the driver's family analyses read the final ch
 
 from __future__ import annotations
 
-from benchsuite.errors import BenchError
+from benchsuite.errors import BenchError, DiskFullError
 from benchsuite.runner.jobs import Job, JobError, describe_error, run_job
 from benchsuite.store.writer import RunRows
 
@@ -21,7 +21,7 @@ def _import_ray():
     return ray
 
 
-def _run_on_worker(job: Job) -> RunRows | JobError:
+def _run_on_worker(job: Job) -> RunRows | JobError | DiskFullError:
     """The task. The job's own errors are returned, not raised: Ray retries only tasks whose worker died."""
     import ray
     import torch
@@ -31,6 +31,8 @@ def _run_on_worker(job: Job) -> RunRows | JobError:
     torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
     try:
         return run_job(job)
+    except DiskFullError as exc:  # stops the sweep on the driver, as it does locally
+        return exc
     except Exception as exc:
         return JobError(describe_error(exc))
 
