@@ -84,14 +84,16 @@ def build_model(job: Job, data) -> torch.nn.Module:
                         image_size=data.image_size, **job.config.params)
 
 
-def run_job(job: Job, on_step: Callable[[int, int, int], None] | None = None) -> RunRows:
-    """Train (or resume) one run, then compute its per-run analyses. Raises on failure."""
+def run_job(job: Job, on_step: Callable[[int, int, int], None] | None = None,
+            on_epoch: Callable[[int, list[dict]], None] | None = None) -> RunRows:
+    """Train (or resume) one run, then compute its per-run analyses. Raises on failure.
+    `on_step` and `on_epoch` are the training loop's progress callbacks."""
     device = select_device(job.device)
     data = prepare_data(job.config.dataset, job.data_dir, eval_batch_size=job.measure.batch_size)
     model = build_model(job, data)
     job.checkpoint.parent.mkdir(parents=True, exist_ok=True)
     result = train(job.config, data, model, device=device, checkpoint=job.checkpoint, on_step=on_step,
-                   keep_epochs=job.keep_epochs)
+                   on_epoch=on_epoch, keep_epochs=job.keep_epochs)
 
     start = time.perf_counter()
     points = probe_points(model, job.measure.probes)
