@@ -66,7 +66,7 @@ def test_measured_cka_matches_reference_on_the_trained_model(tiny_spec, cli):
     job = make_plan(load_spec(tiny_spec), "x", None, artifacts=str(tiny_spec.parent / "bench_artifacts")).jobs[0]
     data = prepare_data(job.config.dataset, eval_batch_size=50)
     model = build_model(job, data)
-    model.load_state_dict(torch.load(job.checkpoint, weights_only=False)["model"])
+    model.load_state_dict(torch.load(job.checkpoint, weights_only=True)["model"])
     model.eval()
     points = probe_points(model)
     batches = []
