@@ -51,7 +51,7 @@ class Job:
 
     @property
     def measure_id(self) -> str:
-        return measure_id(self.measure.model_dump(mode="json"))
+        return measure_id(self.measure.identity())
 
     def epoch_checkpoint(self, epoch: int) -> Path:
         return self.checkpoint.with_name(f"epoch_{epoch}.pt")
@@ -97,7 +97,8 @@ def run_job(job: Job, on_step: Callable[[int, int, int], None] | None = None,
 
     start = time.perf_counter()
     points = probe_points(model, job.measure.probes)
-    ctx = RunContext(job.run_id, model, data, points, device, epoch=result.epochs_done)
+    ctx = RunContext(job.run_id, model, data, points, device, epoch=result.epochs_done,
+                     similarity=job.measure.similarity, similarity_examples=job.measure.similarity_examples)
     analyses = [AnalysisRows(a.analysis_id, a.kind, [job.run_id], a.options, rows=_RUN_ANALYSES[a.kind](ctx, a.options),
                              measure_id=job.measure_id) for a in job.analyses]
     check_finite({"metrics": result.metrics}, f"{job.name} seed={job.config.seed}")

@@ -212,6 +212,9 @@ def _check_semantics(spec: Spec, source: str) -> None:
             kinds[analysis.kind].model_validate(analysis.options)
         except ValidationError as err:
             _raise_first(source, err, kinds[analysis.kind], ("analyses", i))
+        if analysis.kind == "measure_agreement" and len(spec.measure.similarity) < 2:
+            raise SpecError(source, f"analyses[{i}]", "measure_agreement compares the measures of measure.similarity; "
+                                                      "list two or more there")
 
 
 def canonical_json(obj: Any) -> str:
