@@ -27,8 +27,9 @@ class LocalExecutor:
         for job in jobs:
             if reporter:
                 reporter.start_run(job.name, job.config.seed, job.config.train.epochs)
+            on_epoch = (lambda e, m, run_id=job.run_id: reporter.epoch_done(run_id, e, m)) if reporter else None
             try:
-                yield job, run_job(job, on_step=reporter.step if reporter else None)
+                yield job, run_job(job, on_step=reporter.step if reporter else None, on_epoch=on_epoch)
             except Exception as exc:  # a failed run never blocks the sweep
                 yield job, exc
 

@@ -51,7 +51,7 @@ class Job:
 
     @property
     def measure_id(self) -> str:
-        return measure_id(self.measure.model_dump(mode="json"))
+        return measure_id(self.measure.identity())
 
     def epoch_checkpoint(self, epoch: int) -> Path:
         return self.checkpoint.with_name(f"epoch_{epoch}.pt")
@@ -84,18 +84,21 @@ def build_model(job: Job, data) -> torch.nn.Module:
                         image_size=data.image_size, **job.config.params)
 
 
-def run_job(job: Job, on_step: Callable[[int, int, int], None] | None = None) -> RunRows:
-    """Train (or resume) one run, then compute its per-run analyses. Raises on failure."""
+def run_job(job: Job, on_step: Callable[[int, int, int], None] | None = None,
+            on_epoch: Callable[[int, list[dict]], None] | None = None) -> RunRows:
+    """Train (or resume) one run, then compute its per-run analyses. Raises on failure.
+    `on_step` and `on_epoch` are the training loop's progress callbacks."""
     device = select_device(job.device)
     data = prepare_data(job.config.dataset, job.data_dir, eval_batch_size=job.measure.batch_size)
     model = build_model(job, data)
     job.checkpoint.parent.mkdir(parents=True, exist_ok=True)
     result = train(job.config, data, model, device=device, checkpoint=job.checkpoint, on_step=on_step,
-                   keep_epochs=job.keep_epochs)
+                   on_epoch=on_epoch, keep_epochs=job.keep_epochs)
 
     start = time.perf_counter()
     points = probe_points(model, job.measure.probes)
-    ctx = RunContext(job.run_id, model, data, points, device, epoch=result.epochs_done)
+    ctx = RunContext(job.run_id, model, data, points, device, epoch=result.epochs_done,
+                     similarity=job.measure.similarity, similarity_examples=job.measure.similarity_examples)
     analyses = [AnalysisRows(a.analysis_id, a.kind, [job.run_id], a.options, rows=_RUN_ANALYSES[a.kind](ctx, a.options),
                              measure_id=job.measure_id) for a in job.analyses]
     check_finite({"metrics": result.metrics}, f"{job.name} seed={job.config.seed}")

@@ -167,10 +167,11 @@ def evaluate(model: nn.Module, loader: DeviceLoader, amp: torch.dtype | None) ->
 
 def train(config: RunConfig, data: PreparedData, model: nn.Module, *, device: torch.device,
           checkpoint: Path | None = None, on_step: Callable[[int, int, int], None] | None = None,
-          keep_epochs: list[int] = ()) -> TrainResult:
+          on_epoch: Callable[[int, list[dict]], None] | None = None, keep_epochs: list[int] = ()) -> TrainResult:
     """Train `model` for `config.train.epochs`, resuming from `checkpoint` when it exists.
 
-    `on_step(epoch, batch, batches_per_epoch)` is called after every optimizer step (progress bars).
+    `on_step(epoch, batch, batches_per_epoch)` is called after every optimizer step (progress bars),
+    `on_epoch(epochs_done, metrics)` after every epoch's checkpoint with that epoch's {name, value} rows.
     The checkpoint is written atomically after every epoch; the model state of each epoch in
     `keep_epochs` is also kept beside it as epoch_<e>.pt.
     """
@@ -239,5 +240,7 @@ def train(config: RunConfig, data: PreparedData, model: nn.Module, *, device: to
                           "train_seconds": result.train_seconds}, checkpoint)
             if epoch + 1 in keep_epochs:
                 _atomic_save({"model": model.state_dict(), "epoch": epoch + 1}, checkpoint.with_name(f"epoch_{epoch + 1}.pt"))
+        if on_epoch:
+            on_epoch(epoch + 1, [{"name": k, "value": v} for k, v in values.items()])
     model.eval()
     return result
