@@ -35,8 +35,9 @@ def register(app: typer.Typer) -> None:
         address: Annotated[str | None, typer.Option(help="ray: auto, HOST:PORT or ray://...; default: start a local Ray instance")] = None,
         gpus: Annotated[float | None, typer.Option(help="ray: GPUs per run; default: the spec's resources, else 1 if the cluster has GPUs")] = None,
         cpus: Annotated[float | None, typer.Option(help="ray: CPU cores per run; default: the spec's resources, else 1")] = None,
-        retries: Annotated[int, typer.Option(min=0, help="ray: reruns of a job whose worker process died")] = 2,
-        threads: Annotated[int | None, typer.Option(min=1, help="torch CPU threads in this process [env: BENCH_THREADS; default: cores - 1]")] = None,
+        retries: Annotated[int, typer.Option(min=0, help="ray and --jobs: reruns of a job whose worker process died")] = 2,
+        jobs: Annotated[int | None, typer.Option(min=1, help="runs at once, in worker processes [env: BENCH_JOBS; default: one per core on CPU, 1 on GPU]")] = None,
+        threads: Annotated[int | None, typer.Option(min=1, help="torch CPU threads per job [env: BENCH_THREADS; default: 1 with several jobs, else cores - 1]")] = None,
     ) -> None:
         """Train and measure every run of a spec that the database does not hold yet."""
         from benchsuite.runner import execute, make_plan
@@ -47,8 +48,7 @@ def register(app: typer.Typer) -> None:
         from benchsuite.store.writer import record_spec
 
         spec = load_spec(spec_path)  # validate before touching the database
-        runner = _executor(executor, address, gpus, cpus, retries, spec)
-        _set_threads(threads)
+        runner = _executor(executor, address, gpus, cpus, retries, spec, jobs, threads, device)
         text = spec_path.read_text()
         artifacts = artifacts or os.environ.get("BENCH_ARTIFACTS") or "bench_artifacts"
         engine = None if dry_run and not database_exists(db) else open_store(db, create=not dry_run)
@@ -78,25 +78,40 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1)
 
 
-def _set_threads(threads: int | None) -> None:
-    """Leave a core free by default: small models gain little from more threads, and OpenMP threads
-    that outnumber the free cores spin-wait, which slows training tenfold on a busy machine."""
+def _local_executor(jobs: int | None, threads: int | None, retries: int, device: str):
+    """In this process, or in worker processes. Default: on CPU one single-threaded job per core, which
+    uses every core without spin-waits (OpenMP threads that outnumber the free cores spin-wait, which slows
+    small models tenfold on a busy machine); on GPU one job, which stacked seeds keep busy. The driver
+    computes with the jobs' thread count too, so results depend on --threads alone."""
     import torch
 
-    threads = threads or int(os.environ.get("BENCH_THREADS") or 0) or max(1, (os.cpu_count() or 1) - 1)
+    from benchsuite.train import select_device
+
+    cores = os.cpu_count() or 1
+    jobs = jobs or int(os.environ.get("BENCH_JOBS") or 0) or (cores if select_device(device).type == "cpu" else 1)
+    threads = threads or int(os.environ.get("BENCH_THREADS") or 0) or (1 if jobs > 1 else max(1, cores - 1))
     torch.set_num_threads(threads)
+    if jobs == 1:
+        return None
+    from benchsuite.runner.processes import ProcessExecutor
+
+    return ProcessExecutor(jobs, threads, retries)
 
 
-def _executor(name: str, address: str | None, gpus: float | None, cpus: float | None, retries: int, spec):
-    """None for the local executor; Ray resources come from the options, else from the spec."""
+def _executor(name: str, address: str | None, gpus: float | None, cpus: float | None, retries: int, spec,
+              jobs: int | None, threads: int | None, device: str):
+    """The local executor (None: this process) or Ray, whose resources come from the options, else the spec."""
     from benchsuite.errors import BenchError
 
     if name == "local":
         if address is not None or gpus is not None or cpus is not None:
             raise BenchError("--address, --gpus and --cpus need --executor ray")
-        return None
+        return _local_executor(jobs, threads, retries, device)
     if name != "ray":
         raise BenchError(f"--executor {name!r} is not one of local, ray")
+    if jobs is not None:
+        raise BenchError("--jobs is for --executor local; a Ray cluster runs as many jobs as it has resources for")
+    _local_executor(1, threads, retries, device)  # the driver's threads, for family analyses
     from benchsuite.runner.ray_executor import RayExecutor
 
     return RayExecutor(address, gpus if gpus is not None else spec.resources.gpus,
