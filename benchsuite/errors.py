@@ -19,3 +19,10 @@ class SpecError(BenchError):
 class RunFailed(Exception):
     """A run's failure already described for the runs table (divergence, an error from a worker):
     stored as its message, without the frame it was raised in."""
+
+
+class DiskFullError(BenchError):
+    """No space left while writing a checkpoint or the database. What was there before is intact, so the
+    sweep stops (every later write would fail too) with exit code 1, and a rerun with space resumes."""
+
+    exit_code = 1

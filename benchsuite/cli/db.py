@@ -47,7 +47,8 @@ def export(folder: Path = typer.Argument(help="folder for the files (created if 
 def import_(folder: Path = typer.Argument(help="a folder written by `bench db export`"), db: DbOption = None) -> None:
     """Merge the Parquet files of FOLDER into the database by primary key (creates the database if needed)."""
     from benchsuite.store.engine import open_store, resolve_url
-    from benchsuite.store.transfer import import_parquet
+    from benchsuite.store.transfer import import_parquet, read_export
 
-    counts = import_parquet(open_store(db, create=True), folder)
+    files = read_export(folder)  # checked before the database is created or touched
+    counts = import_parquet(open_store(db, create=True), files)
     console.print(f"{resolve_url(db)}: merged {sum(counts.values())} rows of {len(counts)} tables")

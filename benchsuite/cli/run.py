@@ -43,13 +43,14 @@ def register(app: typer.Typer) -> None:
         from benchsuite.runner import execute, make_plan
         from benchsuite.runner.family import run_family_analyses
         from benchsuite.runner.progress import Reporter
-        from benchsuite.spec import load_spec, spec_hash
+        from benchsuite.spec import parse_spec, spec_hash
+        from benchsuite.spec.load import read_spec_text
         from benchsuite.store.engine import database_exists, open_store, resolve_url
         from benchsuite.store.writer import record_spec
 
-        spec = load_spec(spec_path)  # validate before touching the database
+        text = read_spec_text(spec_path)
+        spec = parse_spec(text, str(spec_path))  # validate before touching the database
         runner = _executor(executor, address, gpus, cpus, retries, spec, jobs, threads, device)
-        text = spec_path.read_text()
         artifacts = artifacts or os.environ.get("BENCH_ARTIFACTS") or "bench_artifacts"
         engine = None if dry_run and not database_exists(db) else open_store(db, create=not dry_run)
         plan = make_plan(spec, spec_hash(text), engine, artifacts=str(Path(artifacts).resolve()),

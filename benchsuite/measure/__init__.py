@@ -1,8 +1,10 @@
-"""Measurements: CKA, principal components, hooks."""
+"""Measurements: CKA, other similarity measures, principal components, hooks."""
 
 from benchsuite.measure.capture import FeatureCapture
 from benchsuite.measure.cka import MinibatchCKA, gram, linear_cka, u_centre
 from benchsuite.measure.family import Measurement, measure_models
 from benchsuite.measure.pca import StreamingPCA
+from benchsuite.measure.similarity import FullBatchSimilarity, MeasureChoice, get_measure, list_measures
 
-__all__ = ["FeatureCapture", "Measurement", "MinibatchCKA", "StreamingPCA", "gram", "linear_cka", "measure_models", "u_centre"]
+__all__ = ["FeatureCapture", "FullBatchSimilarity", "MeasureChoice", "Measurement", "MinibatchCKA", "StreamingPCA", "gram",
+           "get_measure", "linear_cka", "list_measures", "measure_models", "u_centre"]

@@ -7,7 +7,6 @@ import json
 import platform
 import subprocess
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -15,7 +14,7 @@ from typing import Callable
 import torch
 
 import benchsuite
-from benchsuite.errors import RunFailed
+from benchsuite.errors import BenchError, RunFailed
 from benchsuite.models import create_model, probe_points
 from benchsuite.runner.analyses import _RUN_ANALYSES, RunContext, measure_id
 from benchsuite.spec.load import canonical_json
@@ -188,9 +187,6 @@ def portable(outcomes: list[RunRows | Exception]) -> list[RunRows | JobError]:
 
 
 def describe_error(exc: BaseException) -> str:
-    """One line for the runs table, with the innermost frame for debugging."""
-    if isinstance(exc, RunFailed):
-        return str(exc)
-    tb = traceback.extract_tb(exc.__traceback__)
-    where = f" at {Path(tb[-1].filename).name}:{tb[-1].lineno}" if tb else ""
-    return f"{type(exc).__name__}: {exc}{where}".replace("\n", " ")
+    """One line for the runs table and the terminal: what went wrong, never where in benchsuite's code."""
+    text = str(exc) if isinstance(exc, (RunFailed, BenchError)) else f"{type(exc).__name__}: {exc}"
+    return " ".join(text.split())

@@ -396,8 +396,9 @@ def _group_label(options: dict, k: str) -> str:
 
 def build_site(db: str | None = None, out: str | Path = "_site", extra_files: dict[str, bytes] | None = None) -> BuildReport:
     """Build the leaderboard from the database `db` (default: BENCH_DB, else bench.duckdb) into `out`."""
+    data = load_site_data(db)  # a database that cannot be read fails before anything is written
     output = _Output(Path(out))
-    _Site(load_site_data(db), output).build()
+    _Site(data, output).build()
     for rel, blob in sorted((extra_files or {}).items()):
         output.write(rel, blob)
     return output.finish()

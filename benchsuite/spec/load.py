@@ -56,9 +56,37 @@ def _raise_first(source: str, err: ValidationError, model: type[BaseModel], pref
     raise SpecError(source, _path(prefix + (loc if keep_loc else ())), msg)
 
 
+MAX_SPEC_BYTES = 1 << 20  # a spec is a page of YAML; anything this large is the wrong file
+
+
+def read_spec_text(path: str | Path) -> str:
+    """A spec file's text; a missing, unreadable, oversized, binary or non-UTF-8 file is one SpecError."""
+    p = Path(path)
+    if not p.is_file():
+        raise BenchError(f"{p}: no such spec file")
+    try:
+        size = p.stat().st_size
+        if size > MAX_SPEC_BYTES:
+            raise SpecError(str(p), "", f"{size:,} bytes, over the {MAX_SPEC_BYTES:,}-byte limit of a spec; "
+                                        "is this the right file?")
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise SpecError(str(p), "", f"cannot read it ({exc.strerror}); check its permissions") from None
+    if b"\x00" in raw:
+        raise SpecError(str(p), "", "a binary file, not a YAML spec")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise SpecError(str(p), f"line {line}", f"not UTF-8 text (byte 0x{raw[exc.start]:02x}); "
+                                                "save the spec as UTF-8") from None
+
+
 def parse_spec(text: str, source: str = "<spec>") -> Spec:
     try:
         data = yaml.safe_load(text)
+    except RecursionError:
+        raise SpecError(source, "", "nested too deeply to be a spec") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else ""
@@ -74,10 +102,7 @@ def parse_spec(text: str, source: str = "<spec>") -> Spec:
 
 
 def load_spec(path: str | Path) -> Spec:
-    p = Path(path)
-    if not p.is_file():
-        raise BenchError(f"{p}: no such spec file")
-    return parse_spec(p.read_text(), str(p))
+    return parse_spec(read_spec_text(path), str(path))
 
 
 def _check_semantics(spec: Spec, source: str) -> None:

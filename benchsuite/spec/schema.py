@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from benchsuite.registry import name_and_options
+
 STRICT = ConfigDict(extra="forbid")
 
 
@@ -84,12 +86,7 @@ class AnalysisSpec(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _shorthand(cls, v):
-        # `- cka` and `- {kind: cka, x: 1}` both mean {kind: cka, options: {x: 1}}
-        if isinstance(v, str):
-            return {"kind": v}
-        if isinstance(v, dict) and "options" not in v and "kind" in v:
-            return {"kind": v["kind"], "options": {k: x for k, x in v.items() if k != "kind"}}
-        return v
+        return name_and_options(v, "kind")
 
 
 class FamilySpec(BaseModel):

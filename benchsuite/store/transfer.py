@@ -70,31 +70,59 @@ def export_parquet(engine: Engine, folder: Path) -> dict[str, int]:
     return counts
 
 
-def import_parquet(engine: Engine, folder: Path) -> dict[str, int]:
-    """Merge folder/<table>.parquet files into the database, all in one transaction; returns rows read per table."""
-    _, pq = _pyarrow()
-    check_schema(engine)
-    head = current_revision(engine)
-    files = {path.stem: pq.ParquetFile(path) for path in sorted(folder.glob("*.parquet"))}
-    if not files:
-        raise BenchError(f"{folder}: no .parquet files to import (write them with `bench db export`)")
-    for name, file in files.items():
-        if name not in t.metadata.tables:
-            raise BenchError(f"{folder / name}.parquet: no table {name!r} in the results schema")
+def read_export(folder: Path) -> dict:
+    """The Parquet files of an export, opened and checked (readable, known tables and columns, this code's
+    schema revision) before any database is touched; table name -> ParquetFile."""
+    pa, pq = _pyarrow()
+    from benchsuite.store.engine import head_revision
+
+    if not folder.is_dir():
+        raise BenchError(f"{folder}: no such folder (write one with `bench db export`)")
+    head = head_revision()
+    files = {}
+    for path in sorted(folder.glob("*.parquet")):
+        if path.stem not in t.metadata.tables:
+            raise BenchError(f"{path}: no table {path.stem!r} in the results schema")
+        try:
+            files[path.stem] = file = pq.ParquetFile(path)
+        except (pa.ArrowException, OSError) as exc:
+            raise BenchError(f"{path}: not a readable Parquet file ({_first_line(exc)}); export it again") from None
         revision = (file.schema_arrow.metadata or {}).get(REVISION_KEY, b"").decode() or "unknown"
         if revision != head:
-            raise BenchError(f"{folder / name}.parquet was exported at schema {revision}, this database is at {head}; "
+            raise BenchError(f"{path} was exported at schema {revision}, this database is at {head}; "
                              "`bench db upgrade` the older database and export again")
+        columns = [c.name for c in t.metadata.tables[path.stem].columns]
+        if file.schema_arrow.names != columns:
+            raise BenchError(f"{path}: columns {', '.join(file.schema_arrow.names)} are not those of table "
+                             f"{path.stem} ({', '.join(columns)}); export it again")
+    if not files:
+        raise BenchError(f"{folder}: no .parquet files to import (write them with `bench db export`)")
+    return files
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def import_parquet(engine: Engine, files: dict) -> dict[str, int]:
+    """Merge the files of `read_export` into the database, all in one transaction (a file that turns out
+    corrupt part way leaves the database as it was); returns rows read per table."""
+    pa, _ = _pyarrow()
+    check_schema(engine)
     counts = {}
-    with engine.begin() as conn:
-        # Drivers writing these runs and analyses meanwhile wait for the import, and the other way round.
-        # Every run lock before any analysis lock, as a driver's write takes them.
-        for table, key, kind in ((t.runs, "run_id", "run"), (t.analyses, "analysis_id", "analysis")):
-            if table.name in files:
-                for value in sorted(files[table.name].read(columns=[key]).column(key).to_pylist()):
-                    advisory_lock(conn, kind, value)
-        for name, file in files.items():
-            counts[name] = _merge(conn, t.metadata.tables[name], file)
+    try:
+        with engine.begin() as conn:
+            # Drivers writing these runs and analyses meanwhile wait for the import, and the other way round.
+            # Every run lock before any analysis lock, as a driver's write takes them.
+            for table, key, kind in ((t.runs, "run_id", "run"), (t.analyses, "analysis_id", "analysis")):
+                if table.name in files:
+                    for value in sorted(files[table.name].read(columns=[key]).column(key).to_pylist()):
+                        advisory_lock(conn, kind, value)
+            for name, file in files.items():
+                counts[name] = _merge(conn, t.metadata.tables[name], file)
+    except (pa.ArrowException, OSError) as exc:
+        raise BenchError(f"{name}.parquet: cannot be read ({_first_line(exc)}); nothing was imported, "
+                         "export it again") from None
     return counts
 
 

@@ -1,0 +1,169 @@
+"""Similarity measures against float64 references written from their papers, published values, and
+their invariances (those that hold and those that do not, by design)."""
+
+import numpy as np
+import pytest
+import torch
+
+import reference as ref
+from benchsuite.measure.similarity import FullBatchSimilarity, MeasureChoice, get_measure, list_measures
+
+
+def m(name, x, y, **options):
+    return get_measure(name)(x, y, **options)
+
+
+@pytest.fixture(scope="module")
+def kornblith():
+    """Kornblith et al.'s CKA notebook example."""
+    np.random.seed(1337)
+    x = np.random.randn(100, 10)
+    y = np.random.randn(100, 10) + x
+    return x, y
+
+
+def test_published_values_of_kornblith_notebook(kornblith):
+    x, y = kornblith
+    assert m("linear_cka", x, y, estimator="full") == pytest.approx(0.55761, abs=5e-6)
+    assert m("linear_cka", x, y, estimator="debiased") == pytest.approx(0.51346, abs=5e-6)
+    assert m("rbf_cka", x, y, bandwidth=0.5) == pytest.approx(0.65483, abs=5e-6)
+    # The notebook's CCA does not centre. Ours does; [X; -X] has mean zero and the same uncentred canonical
+    # correlations as X, so ours on it is the notebook's number, while on X itself it is the centred value.
+    assert m("cca", np.vstack([x, -x]), np.vstack([y, -y])) == pytest.approx(0.54312, abs=5e-6)
+    rho, _ = ref.canonical_correlations(x, y)
+    assert m("cca", x, y) == pytest.approx(np.mean(rho ** 2), abs=1e-12)
+    assert abs(m("cca", x, y) - 0.54312) > 1e-3
+
+
+@pytest.fixture(scope="module")
+def pair():
+    """Correlated features with offsets (like ReLU activations) and a decaying spectrum, fewer features
+    than examples."""
+    rng = np.random.default_rng(0)
+    x = np.maximum(rng.standard_normal((80, 12)) * np.geomspace(3, 0.05, 12) + rng.uniform(0, 3, 12), 0)
+    # noisy, so no two canonical correlations tie (PWCCA's weights are not unique within a tie)
+    y = np.hstack([x[:, :7] @ rng.standard_normal((7, 7)) + 0.3 * rng.standard_normal((80, 7)),
+                   rng.standard_normal((80, 9))]) * np.geomspace(2, 0.05, 16) + 5
+    return x, y
+
+
+def test_each_measure_matches_its_float64_reference(pair):
+    x, y = pair
+    assert m("linear_cka", x, y, estimator="full") == pytest.approx(ref.cka(x @ x.T, y @ y.T), abs=1e-12)
+    assert m("linear_cka", x, y, estimator="debiased") == pytest.approx(ref.cka(x @ x.T, y @ y.T, True), abs=1e-12)
+    for fraction in (0.2, 0.8):
+        kx, ky = ref.rbf_gram(x, fraction), ref.rbf_gram(y, fraction)
+        assert m("rbf_cka", x, y, bandwidth=fraction) == pytest.approx(ref.cka(kx, ky), abs=1e-12)
+        assert m("rbf_cka", x, y, bandwidth=fraction, debiased=True) == pytest.approx(ref.cka(kx, ky, True), abs=1e-12)
+    rho, _ = ref.canonical_correlations(x, y)
+    assert m("cca", x, y) == pytest.approx(np.mean(rho ** 2), abs=1e-10)
+    for variance in (0.9, 0.99):
+        rx, ry = ref.svd_reduce(x, variance), ref.svd_reduce(y, variance)
+        assert rx.shape[1] < 12  # the truncation does something
+        assert m("svcca", x, y, variance=variance) == pytest.approx(np.mean(ref.canonical_correlations(rx, ry)[0]), abs=1e-10)
+        assert m("pwcca", x, y, variance=variance) == pytest.approx(ref.pwcca(rx, ry), abs=1e-10)
+    assert m("pwcca", x, y, variance=None) == pytest.approx(ref.pwcca(x, y), abs=1e-10)
+    assert m("procrustes", x, y) == pytest.approx(ref.procrustes_distance(x, y), abs=1e-10)
+    for k in (1, 5):
+        assert m("mutual_knn", x, y, k=k) == pytest.approx(ref.mutual_knn(x, y, k), abs=1e-12)
+    for method in ("pearson", "spearman"):
+        assert m("rsa", x, y, method=method) == pytest.approx(ref.rsa(x, y, method), abs=1e-10)
+        assert m("rsa", x, y, method=method, rdm="correlation") == pytest.approx(
+            ref.rsa(x, y, method, "correlation"), abs=1e-10)
+
+
+def test_pwcca_is_not_symmetric_and_weights_by_the_first_argument(pair):
+    x, y = pair
+    assert abs(m("pwcca", x, y) - m("pwcca", y, x)) > 1e-3
+    assert m("pwcca", y, x) == pytest.approx(ref.pwcca(ref.svd_reduce(y, 0.99), ref.svd_reduce(x, 0.99)), abs=1e-10)
+
+
+def _orthogonal(d, seed):
+    return np.linalg.qr(np.random.default_rng(seed).standard_normal((d, d)))[0]
+
+
+TRANSFORMS = {
+    "orthogonal": lambda y: y @ _orthogonal(y.shape[1], 1),
+    "isotropic_scale": lambda y: 3.7 * y,
+    "permute_features": lambda y: y[:, np.random.default_rng(2).permutation(y.shape[1])],
+    "translate": lambda y: y + np.random.default_rng(3).uniform(-4, 4, y.shape[1]),
+    "anisotropic_scale": lambda y: y * np.random.default_rng(4).uniform(0.2, 5, y.shape[1]),
+}
+ALL = set(TRANSFORMS)
+EXCEPT_ANISOTROPIC = ALL - {"anisotropic_scale"}
+# measure (options) -> the transforms of the first side it is invariant to; every other one must change the value.
+INVARIANT = {
+    ("linear_cka", "full"): EXCEPT_ANISOTROPIC,
+    ("linear_cka", "debiased"): EXCEPT_ANISOTROPIC,
+    ("rbf_cka", None): EXCEPT_ANISOTROPIC,
+    ("cca", None): ALL,  # any invertible linear map
+    ("svcca", None): EXCEPT_ANISOTROPIC,  # the truncation reads singular values, which scaling reshapes
+    ("pwcca", None): EXCEPT_ANISOTROPIC,  # the weights are read in PC coordinates, which rotate with X
+    ("pwcca", "raw"): ALL - {"orthogonal", "anisotropic_scale"},  # Morcos's weights read each neuron
+    ("procrustes", None): EXCEPT_ANISOTROPIC,
+    ("mutual_knn", None): {"orthogonal", "isotropic_scale", "permute_features"},  # cosine of uncentred vectors
+    ("mutual_knn", "euclidean"): EXCEPT_ANISOTROPIC,
+    ("rsa", None): EXCEPT_ANISOTROPIC,
+    ("rsa", "spearman"): EXCEPT_ANISOTROPIC,
+    ("rsa", "correlation"): {"isotropic_scale", "permute_features"},  # per-example means across features
+}
+OPTIONS = {"full": {"estimator": "full"}, "debiased": {"estimator": "debiased"}, "raw": {"variance": None},
+           "euclidean": {"metric": "euclidean"}, "spearman": {"method": "spearman"}, "correlation": {"rdm": "correlation"},
+           None: {}}
+
+
+def test_every_registered_measure_has_invariance_cases():
+    assert {name for name, _ in INVARIANT} == set(list_measures())
+
+
+@pytest.mark.parametrize("case", list(INVARIANT), ids=lambda c: f"{c[0]}-{c[1]}" if c[1] else c[0])
+def test_invariances(case, pair):
+    name, variant = case
+    x, y = pair
+    base = m(name, x, y, **OPTIONS[variant])
+    for transform, fn in TRANSFORMS.items():
+        value = m(name, fn(x), y, **OPTIONS[variant])  # the first side: PWCCA's weights are its
+        if transform in INVARIANT[case]:
+            assert value == pytest.approx(base, abs=1e-9), transform
+        else:
+            assert abs(value - base) > 1e-4, f"{transform} was expected to change {name}"
+
+
+def test_every_measure_of_identical_features_is_perfect(pair):
+    x, _ = pair
+    for name in list_measures():
+        assert m(name, x, x) == pytest.approx(0.0 if name == "procrustes" else 1.0, abs=1e-9), name
+
+
+def test_family_form_fills_every_pair_as_the_functional_form():
+    rng = np.random.default_rng(5)
+    base = rng.standard_normal((70, 6))
+    feats = [base @ rng.standard_normal((6, d)) + rng.standard_normal((70, d)) * s
+             for d, s in [(5, 0.1), (9, 1.0), (30, 0.5), (4, 2.0)]]
+    choices = [MeasureChoice.model_validate(c) for c in
+               ["linear_cka", {"name": "linear_cka", "estimator": "full"}, "rbf_cka", "cca", "svcca", "pwcca",
+                "procrustes", {"name": "mutual_knn", "k": 5}, {"name": "rsa", "method": "spearman"}]]
+    acc = FullBatchSimilarity(choices, examples=64)
+    for i in range(0, 70, 25):  # batches; only the first 64 examples are kept
+        acc.update([torch.from_numpy(f[i:i + 25]).float() for f in feats])
+    maps = acc.compute()
+    assert set(maps) == {c.label for c in choices if not c.streaming}
+    assert "linear_cka" not in maps and "linear_cka[estimator=full]" in maps and "rsa[method=spearman]" in maps
+    kept = [f[:64].astype(np.float32) for f in feats]
+    for c in choices:
+        if c.streaming:
+            continue
+        for a in range(4):
+            for b in range(4):
+                want = c.measure(kept[a], kept[b], **c.options)
+                assert maps[c.label][a, b] == pytest.approx(want, abs=1e-9), (c.label, a, b)
+
+
+@pytest.mark.parametrize("bad,message", [
+    ("cosine_cka", "unknown similarity measure 'cosine_cka'; allowed: cca, linear_cka"),
+    ({"name": "rbf_cka", "sigma": 1}, "rbf_cka has no option 'sigma'; allowed: bandwidth, debiased"),
+    ({"name": "rsa", "method": "kendall"}, "rsa option method"),
+])
+def test_bad_choices_name_the_fix(bad, message):
+    with pytest.raises(ValueError, match=message.replace("[", r"\[")):
+        MeasureChoice.model_validate(bad)
