@@ -2,6 +2,7 @@
 
 import hashlib
 import io
+import os
 import pickle
 import tarfile
 from pathlib import Path
@@ -34,8 +35,20 @@ def _meta(name):
             b"coarse_label_names": [f"super_{i}".encode() for i in range(20)]}
 
 
+@pytest.fixture(autouse=True)
+def miniature_md5s(tmp_path, monkeypatch):
+    """The miniatures written below stand in for the published files: their md5s fill the table the loader
+    checks extracted files against. The note of verified files goes to this test's own cache folder."""
+    monkeypatch.setattr(cifar, "FILES_MD5", {name: {} for name in cifar.LAYOUTS})
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+def _publish(path: Path, name: str) -> None:
+    cifar.FILES_MD5[name][path.name] = hashlib.md5(path.read_bytes()).hexdigest()
+
+
 def _write_folder(parent: Path, name: str, seed=0, skip=()) -> dict:
-    """The extracted layout (as torchvision leaves it); returns the batches written."""
+    """The extracted layout (as torchvision leaves it), as published; returns the batches written."""
     layout = cifar.LAYOUTS[name]
     folder = parent / layout.folder
     folder.mkdir(parents=True)
@@ -44,6 +57,7 @@ def _write_folder(parent: Path, name: str, seed=0, skip=()) -> dict:
     for f, content in [*batches.items(), (layout.meta, _meta(name))]:
         if f not in skip:
             (folder / f).write_bytes(pickle.dumps(content, protocol=2))
+            _publish(folder / f, name)
     return batches
 
 
@@ -159,8 +173,51 @@ def test_malformed_batch_is_a_one_line_error(root):
     _write_folder(root, "cifar10")
     (root / "cifar-10-batches-py" / "test_batch").write_bytes(pickle.dumps({b"data": np.zeros((2, 5), np.uint8),
                                                                             b"labels": [0, 1]}))
+    _publish(root / "cifar-10-batches-py" / "test_batch", "cifar10")
     with pytest.raises(BenchError, match="test_batch is not a CIFAR batch"):
         cifar.load("cifar10", root)
+
+
+class _Planted:
+    def __reduce__(self):
+        return print, ("this ran",)
+
+
+def test_a_changed_file_in_an_extracted_folder_is_refused_before_unpickling(root, monkeypatch, capsys):
+    batches = _write_folder(root, "cifar10")
+    hashed = []
+    monkeypatch.setattr(download, "md5sum", _counting(download.md5sum, hashed))
+    _check(cifar.load("cifar10", root), "cifar10", batches)
+    assert len(hashed) == 7  # every file of the folder, on first use
+    _check(cifar.load("cifar10", root), "cifar10", batches)
+    assert len(hashed) == 7  # later loads read the note of verified files
+    target = root / "cifar-10-batches-py" / "data_batch_2"
+    stat = target.stat()
+    target.write_bytes(pickle.dumps({b"data": _Planted(), b"labels": [0]}, protocol=2))
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # a forged mtime does not hide the change
+    with pytest.raises(BenchError) as err:
+        cifar.load("cifar10", root)
+    assert str(err.value) == (f"cifar10: {target} is not the published file (its md5 differs): it was changed or "
+                              f"damaged; delete {target.parent} and run `bench data fetch cifar10 --data-dir {root}`")
+    assert "this ran" not in capsys.readouterr().out
+
+
+def test_an_unpickler_for_arrays_only(root):
+    """Defence in depth behind the md5s: a CIFAR pickle never names code, so one that does is refused."""
+    _write_folder(root, "cifar10")
+    target = root / "cifar-10-batches-py" / "test_batch"
+    target.write_bytes(pickle.dumps({b"data": _Planted(), b"labels": [0]}, protocol=2))
+    _publish(target, "cifar10")
+    with pytest.raises(BenchError, match=r"is not a CIFAR pickle \(it refers to __builtin__.print"):
+        cifar.load("cifar10", root)
+
+
+def _counting(fn, calls: list):
+    def wrapper(*args):
+        calls.append(args)
+        return fn(*args)
+
+    return wrapper
 
 
 class _Response(io.BytesIO):

@@ -1,15 +1,21 @@
 """Faults and hostile input, through the real CLI on real files: every bad input is one line naming the
 file or value and the fix, exit code 2, no traceback, and nothing written."""
 
+import errno
 import hashlib
+import os
 import re
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+import torch
 
-from conftest import TINY_SPEC, rows
+from conftest import TINY_SPEC, make_spec, rows
 
 
 def one_line(result, code: int = 2) -> str:
@@ -222,3 +228,233 @@ def test_terminal_formats_are_capped_and_say_so(workdir, cli):
     assert "first 1000 rows shown" in default.stderr and "999" in default.stdout and "1000 " not in default.stdout
     assert cli("query", sql, "-f", "csv").stdout.splitlines() == ["i", *map(str, range(2500))]  # uncapped
     assert cli("query", "SELECT 1 AS one", "--max-rows", "1").stderr == ""
+
+
+# -- checkpoints --------------------------------------------------------------------------------
+
+class _Planted:
+    """What an attacker with write access to a shared artifacts folder would leave: unpickling it runs code."""
+
+    def __reduce__(self):
+        return os.system, (f"touch {Path.cwd() / 'pwned'}",)
+
+
+def _truncated(path: Path) -> None:
+    torch.save({"model": {"w": torch.ones(1000)}}, path)
+    path.write_bytes(path.read_bytes()[:300])
+
+
+def _not_a_checkpoint(path: Path) -> None:
+    path.write_bytes(b"rsync: connection unexpectedly closed\n")
+
+
+def _planted(path: Path) -> None:
+    torch.save({"model": _Planted()}, path)
+
+
+def _checkpoints(spec: Path, artifacts: str = "bench_artifacts") -> list[Path]:
+    from benchsuite.spec import expand, load_spec, run_id
+
+    return [Path(artifacts) / "runs" / run_id(c) / "last.pt" for c in expand(load_spec(spec))]
+
+
+MEASURED = {"metrics": "run_id, name, epoch, value", "cka": "run_a, layer_a, run_b, layer_b, pc_removed, value",
+            "pcs": "run_id, layer, pc1_fraction", "runs": "run_id, status, error, epochs_done"}
+
+
+def assert_same_rows(db_a, db_b) -> None:
+    for table, columns in MEASURED.items():
+        a, b = (rows(db, f"SELECT {columns} FROM {table} ORDER BY ALL") for db in (db_a, db_b))
+        assert len(a) == len(b) > 0, table
+        for ra, rb in zip(a, b):
+            assert ra[:-1] == rb[:-1] and (ra[-1] == rb[-1] or abs(ra[-1] - rb[-1]) < 1e-12), table
+
+
+def test_a_damaged_checkpoint_is_moved_aside_and_the_run_trains_from_scratch(workdir, cli):
+    (workdir / "s.yaml").write_text(make_spec(seeds="[0, 1, 2]", epochs=1))
+    damaged = {}
+    for path, damage in zip(_checkpoints(workdir / "s.yaml"), (_truncated, _not_a_checkpoint, _planted)):
+        path.parent.mkdir(parents=True)
+        damage(path)
+        damaged[path] = path.read_bytes()
+    result = cli("run", "s.yaml")
+    assert result.exit_code == 0, result.output
+    notes = [line for line in result.stderr.splitlines() if line.startswith("note ")]
+    assert len(notes) == 3 and all("last.pt: cannot be loaded (" in n and "training from scratch" in n for n in notes)
+    assert "it holds more than tensors and plain values: GLOBAL posix.system" in "".join(notes) and "Traceback" not in result.output
+    assert not (workdir / "pwned").exists()  # weights_only: the planted pickle never ran
+    for path, content in damaged.items():
+        aside, = path.parent.glob("last.pt.corrupt-*")
+        assert aside.read_bytes() == content and path.is_file()
+    # the rows are those of a run that never met a damaged checkpoint
+    assert cli("run", "s.yaml", "--db", "clean.duckdb", "--artifacts", "clean").exit_code == 0
+    assert_same_rows("bench.duckdb", "clean.duckdb")
+
+
+def _poison(path: Path) -> None:
+    state = torch.load(path, weights_only=True)
+    state["model"] = {k: v.fill_(float("nan")) if v.is_floating_point() else v for k, v in state["model"].items()}
+    torch.save(state, path)
+
+
+def test_no_nan_row_from_a_model_gone_non_finite_on_any_path(workdir, cli):
+    """Training losses were finite, but the final model is NaN (as after an overflow): neither the run's own
+    analyses nor the family analyses that load its checkpoint store a row."""
+    spec = workdir / "s.yaml"
+    spec.write_text(make_spec(seeds="[0, 1]"))
+    assert cli("run", spec, "--db", "first.duckdb").exit_code == 0
+    for path in _checkpoints(spec):
+        _poison(path)
+    # run path: a new database resumes from the poisoned final checkpoints and measures them
+    result = cli("run", spec, "--db", "second.duckdb")
+    assert result.exit_code == 1
+    assert result.stderr.count("non-finite cka.value (nan); the model's outputs overflowed") == 2
+    assert rows("second.duckdb", "SELECT DISTINCT status FROM runs") == [("failed",)]
+    # family path: the complete runs of the first database, measured again from their checkpoints
+    spec.write_text(make_spec(seeds="[0, 1]", analyses="[cka, pcs, {kind: cross_cka, across: seeds}]"))
+    result = cli("run", spec, "--db", "first.duckdb")
+    assert result.exit_code == 1 and "holds non-finite weights; the run diverged" in result.stderr
+    for db in ("first.duckdb", "second.duckdb"):
+        for table, column in [("cka", "value"), ("pcs", "pc1_fraction"), ("metrics", "value")]:
+            assert rows(db, f"SELECT count(*) FROM {table} WHERE NOT isfinite({column})") == [(0,)]
+    assert rows("second.duckdb", "SELECT count(*) FROM cka") == [(0,)]
+    assert rows("first.duckdb", "SELECT status FROM analyses WHERE kind = 'cross_cka'") == [("failed",)]
+
+
+def test_a_damaged_checkpoint_of_a_complete_run_fails_its_family_analysis_in_one_line(workdir, cli):
+    spec = workdir / "s.yaml"
+    spec.write_text(make_spec(seeds="[0, 1]"))
+    assert cli("run", spec).exit_code == 0
+    _truncated(_checkpoints(spec)[1])
+    spec.write_text(make_spec(seeds="[0, 1]", analyses="[cka, pcs, {kind: cross_cka, across: seeds}]"))
+    result = cli("run", spec)
+    assert result.exit_code == 1 and "cannot be loaded (" in result.stderr and "restore it from a copy" in result.stderr
+    (error,), = rows("bench.duckdb", "SELECT error FROM analyses WHERE kind = 'cross_cka'")
+    assert "last.pt cannot be loaded" in error and ".py:" not in error
+
+
+# -- datasets: checked before any run starts ----------------------------------------------------
+
+def test_the_headline_sweep_without_cifar10_is_one_line_and_no_rows(workdir, cli, monkeypatch):
+    monkeypatch.setenv("BENCH_DATA", str(workdir / "data"))
+    spec = Path(__file__).parents[1] / "specs" / "cifar_width.yaml"
+    line = one_line(cli("run", spec))
+    data = workdir / "data"
+    assert line == (f"error: cifar10: not found in {data}; place cifar-10-python.tar.gz (md5 c58f30108f718f92721af3b95e74349a) "
+                    f"in {data} or run `bench data fetch cifar10 --data-dir {data}`")
+    assert list(workdir.iterdir()) == []  # no database, no artifacts: nothing to clean up
+
+
+def test_a_data_folder_that_is_a_file_or_a_too_large_subset_is_one_line(workdir, cli, monkeypatch):
+    (workdir / "datafile").write_text("not a folder")
+    monkeypatch.setenv("BENCH_DATA", str(workdir / "datafile"))
+    line = one_line(cli("run", Path(__file__).parents[1] / "specs" / "cifar_width.yaml"))
+    assert "the data folder" in line and "is a file, not a folder" in line
+    (workdir / "big.yaml").write_text(make_spec(train_size=5000))
+    line = one_line(cli("run", "big.yaml"))
+    assert line == "error: big.yaml: dataset.train_size: subset of 5000 examples is not possible: the split has 1258 (digits)"
+    assert sorted(p.name for p in workdir.iterdir()) == ["big.yaml", "datafile"]
+
+
+def test_a_tampered_cifar_folder_is_refused_from_the_cli_before_any_run(workdir, cli, monkeypatch):
+    from benchsuite.data import cifar
+    from test_data_cifar import _write_folder
+
+    monkeypatch.setattr(cifar, "FILES_MD5", {name: {} for name in cifar.LAYOUTS})
+    monkeypatch.setenv("XDG_CACHE_HOME", str(workdir / "cache"))
+    data = workdir / "data"
+    _write_folder(data, "cifar10")  # a miniature, published: its md5s are the table's
+    batch = data / "cifar-10-batches-py" / "data_batch_4"
+    batch.write_bytes(batch.read_bytes()[:-1] + b"\x00")
+    (workdir / "c.yaml").write_text(make_spec(train_size=20, eval_size=6).replace("digits", "cifar10"))
+    line = one_line(cli("run", "c.yaml", "--data-dir", data))
+    assert f"cifar10: {batch} is not the published file (its md5 differs)" in line
+    assert not (workdir / "bench.duckdb").exists() and not (workdir / "bench_artifacts").exists()
+
+
+# -- a full disk --------------------------------------------------------------------------------
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 16 MiB filesystem (tmpfs) that can be filled up; CI runs as root, which may mount one."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+def fill(disk: Path) -> Path:
+    """Write to `disk` until it has no byte left; remove the file returned to free the space."""
+    filler = disk / "filler"
+    with open(filler, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+    return filler
+
+
+def _bench(*args: str, cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "benchsuite", *args], env=env, cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def test_a_full_disk_while_checkpointing_keeps_the_last_checkpoint_and_the_rerun_completes(workdir, small_disk, cli):
+    (workdir / "s.yaml").write_text(make_spec(epochs=5))
+    artifacts = small_disk / "art"
+    proc = _bench("run", "s.yaml", "--artifacts", str(artifacts), cwd=workdir)
+    checkpoint, = _checkpoints(workdir / "s.yaml", str(artifacts))
+    deadline = time.time() + 120
+    while not checkpoint.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    proc.kill()  # SIGKILL: a checkpoint of some epoch before the last, and a run left `running`
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    kept = checkpoint.read_bytes()
+    filler = fill(small_disk)
+
+    full = _bench("run", "s.yaml", "--artifacts", str(artifacts), cwd=workdir)
+    out, _ = full.communicate(timeout=300)
+    assert full.returncode == 1, out
+    errors = [line for line in out.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {checkpoint.parent}: no space left on the device for checkpoint last.pt; the previous "
+                      "checkpoint is intact: free space and rerun the same command to resume"], out
+    assert "Traceback" not in out
+    assert checkpoint.read_bytes() == kept and sorted(p.name for p in checkpoint.parent.iterdir()) == ["last.pt"]
+    assert rows(workdir / "bench.duckdb", "SELECT status FROM runs") == [("running",)]
+
+    filler.unlink()
+    again = _bench("run", "s.yaml", "--artifacts", str(artifacts), cwd=workdir)
+    out, _ = again.communicate(timeout=300)
+    assert again.returncode == 0 and "resumed from epoch" in out, out
+    assert cli("run", "s.yaml", "--db", "clean.duckdb", "--artifacts", "clean").exit_code == 0
+    assert_same_rows(workdir / "bench.duckdb", workdir / "clean.duckdb")
+
+
+def test_a_full_disk_under_the_database_leaves_it_as_it_was_and_the_rerun_completes(workdir, small_disk, cli):
+    db = small_disk / "bench.duckdb"
+    (workdir / "s.yaml").write_text(make_spec())
+    assert cli("db", "upgrade", "--db", db).exit_code == 0
+    filler = fill(small_disk)
+    line = one_line(cli("run", "s.yaml", "--db", db), code=1)
+    assert line == (f"error: {db}: no space left on the device for the database; the write was rolled back and "
+                    "the database is as it was: free space and rerun the same command")
+    filler.unlink()
+    assert [rows(db, f"SELECT count(*) FROM {t}") for t in ("specs", "runs", "metrics")] == [[(0,)]] * 3
+    assert cli("run", "s.yaml", "--db", db).exit_code == 0
+    assert cli("run", "s.yaml", "--db", "clean.duckdb", "--artifacts", "clean").exit_code == 0
+    assert_same_rows(db, workdir / "clean.duckdb")
+
+
+def test_an_output_path_that_cannot_be_written_is_one_line(tiny_spec, cli):
+    _database_with_a_spec("bench.duckdb")
+    (tiny_spec.parent / "taken").write_text("a file where a folder should go")
+    line = one_line(cli("leaderboard", "build", "--out", "taken"))
+    assert line == "error: taken: File exists"
+    assert one_line(cli("claims", "--write", "taken/REPRODUCTION.md")) == "error: taken: File exists"

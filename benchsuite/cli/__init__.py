@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 import typer
 import typer.core
 
@@ -15,12 +17,19 @@ class _Group(typer.core.TyperGroup):
         try:
             return super().invoke(ctx)
         except BenchError as exc:
-            from benchsuite.cli._common import err_console
-
-            from rich.markup import escape
-
-            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+            _error(str(exc))
             raise typer.Exit(exc.exit_code) from None
+        except OSError as exc:  # a path given that cannot be read or written: the system's reason is the message
+            _error(f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc))
+            raise typer.Exit(1 if exc.errno in (errno.ENOSPC, errno.EDQUOT) else 2) from None
+
+
+def _error(message: str) -> None:
+    from rich.markup import escape
+
+    from benchsuite.cli._common import err_console
+
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
 
 
 app = typer.Typer(cls=_Group, no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,

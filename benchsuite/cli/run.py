@@ -51,6 +51,10 @@ def register(app: typer.Typer) -> None:
         text = read_spec_text(spec_path)
         spec = parse_spec(text, str(spec_path))  # validate before touching the database
         runner = _executor(executor, address, gpus, cpus, retries, spec, jobs, threads, device)
+        if not dry_run:
+            from benchsuite.train.data import preflight
+
+            preflight(spec.dataset, data_dir, str(spec_path))  # a missing dataset: one line, nothing stored
         artifacts = artifacts or os.environ.get("BENCH_ARTIFACTS") or "bench_artifacts"
         engine = None if dry_run and not database_exists(db) else open_store(db, create=not dry_run)
         plan = make_plan(spec, spec_hash(text), engine, artifacts=str(Path(artifacts).resolve()),

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from benchsuite.data.builtin import channel_stats
-from benchsuite.data.download import Progress, check_md5, download, extract_tar, md5sum, register_fetcher
+from benchsuite.data.download import Progress, check_md5, download, extract_tar, has_md5, md5sum, register_fetcher
 from benchsuite.data.registry import ImageData, register_dataset
 from benchsuite.errors import BenchError
 
@@ -42,8 +42,18 @@ LAYOUTS = {
     "cifar100": CifarLayout("cifar-100-python.tar.gz", "cifar-100-python", ("train",), "test", "meta",
                             b"fine_labels", b"fine_label_names"),
 }
-# A table rather than constants so tests can check their miniature archives through the same code.
+# Tables rather than constants so tests can check their miniature archives through the same code.
 ARCHIVE_MD5 = {"cifar10": "c58f30108f718f92721af3b95e74349a", "cifar100": "eb9058c3a382ffc7106e4002c42a8d85"}
+# The published files inside the archives (the md5s torchvision checks): an extracted folder found on disk
+# is verified before anything in it is unpickled.
+FILES_MD5 = {
+    "cifar10": {"data_batch_1": "c99cafc152244af753f735de768cd75f", "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+                "data_batch_3": "54ebc095f3ab1f0389bbae665268c751", "data_batch_4": "634d18415352ddfa80567beed471001a",
+                "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb", "test_batch": "40351d587109b95175f43aff81a1287e",
+                "batches.meta": "5ff9c542aee3614f3951f8cda6e48888"},
+    "cifar100": {"train": "16019d7e3df5f24257cddd939b257f8d", "test": "f0ef6b0ae62326f3e7ffdfab6717acfc",
+                 "meta": "7973b15100ade9c7d40fb424638fde48"},
+}
 
 
 def _complete(folder: Path, layout: CifarLayout) -> bool:
@@ -59,10 +69,22 @@ def locate(name: str, root: Path) -> str | None:
     return None
 
 
+class _ArraysOnly(pickle.Unpickler):
+    """CIFAR batches hold numpy arrays, lists and bytes; any other global (code) is refused."""
+
+    ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
+               ("numpy._core.multiarray", "_reconstruct"), ("_codecs", "encode")}  # encode: bytes pickled by Python 3
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"it refers to {module}.{name}, which a CIFAR file never does")
+        return super().find_class(module, name)
+
+
 def _unpickle(path: Path, name: str) -> dict:
     try:
         with open(path, "rb") as f:
-            return pickle.load(f, encoding="bytes")
+            return _ArraysOnly(f, encoding="bytes").load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError) as e:
         raise BenchError(f"{name}: {path} is not a CIFAR pickle ({e}); delete the folder and retry") from None
 
@@ -102,6 +124,10 @@ def load(name: str, root: Path) -> ImageData:
             raise _missing(name, root)
         check_md5(archive, ARCHIVE_MD5[name], name)
         extract_tar(archive, root, layout.folder, layout.files, name)
+    for f in layout.files:
+        if not has_md5(folder / f, FILES_MD5[name][f]):
+            raise BenchError(f"{name}: {folder / f} is not the published file (its md5 differs): it was changed or "
+                             f"damaged; delete {folder} and run `bench data fetch {name} --data-dir {root}`")
     classes = [c.decode() for c in _unpickle(folder / layout.meta, name)[layout.names_key]]
     train_x, train_y = _to_tensors([_read_batch(folder / f, layout, name) for f in layout.train])
     test_x, test_y = _to_tensors([_read_batch(folder / layout.test, layout, name)])

@@ -7,6 +7,7 @@ place only once it is verified, so an interrupted or corrupted download leaves n
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import tarfile
@@ -56,6 +57,39 @@ def check_md5(path: Path, md5: str, what: str) -> None:
     if actual != md5:
         raise BenchError(f"{what}: {path} is corrupted or truncated (md5 {actual}, expected {md5}); "
                          "delete it and place a good copy")
+
+
+def _verified_file() -> Path:
+    # The user's own cache, not the data folder: whoever can write a shared data folder could forge a note there.
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("benchsuite")) / "verified.json"
+
+
+def has_md5(path: Path, md5: str) -> bool:
+    """Whether `path` has this md5, hashing it only the first time: the answer is kept under the file's
+    identity (device, inode, size, mtime and ctime; ctime moves on any change, even when mtime is forged)."""
+    st = path.stat()
+    identity = f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{md5}"
+    note = _verified_file()
+    try:
+        verified = json.loads(note.read_text())
+    except (OSError, ValueError):
+        verified = {}
+    key = str(path.resolve())
+    if verified.get(key) == identity:
+        return True
+    if md5sum(path) != md5:
+        return False
+    verified[key] = identity
+    try:  # a lost note costs one more hash, nothing else
+        note.parent.mkdir(parents=True, exist_ok=True)
+        tmp = note.with_name(f"{note.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(verified, sort_keys=True))
+        os.replace(tmp, note)
+    except OSError:
+        pass
+    return True
 
 
 def download(url: str, dest: Path, md5: str, what: str, progress: Progress | None = None) -> Path:

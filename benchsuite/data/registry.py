@@ -89,11 +89,20 @@ def data_dir(override: str | os.PathLike | None = None) -> Path:
 
 def load_dataset(name: str, root: str | os.PathLike | None = None) -> ImageData:
     """Load (once per process) every image of a registered dataset."""
+    from benchsuite.data.download import fetcher
+
     info = dataset_info(name)
     path = data_dir(root)
     key = (name, str(path))
     if key not in _CACHE:
-        _CACHE[key] = info.loader(path)
+        if fetcher(name) is not None and path.exists() and not path.is_dir():
+            raise BenchError(f"{name}: the data folder {path} is a file, not a folder; pass --data-dir (or set "
+                             "BENCH_DATA to) the folder that holds the datasets")
+        try:
+            _CACHE[key] = info.loader(path)
+        except OSError as exc:  # unreadable files or folders: permissions, a broken mount
+            raise BenchError(f"{name}: cannot read {exc.filename or path} ({exc.strerror}); check the permissions "
+                             f"of the data folder {path}") from None
     return _CACHE[key]
 
 

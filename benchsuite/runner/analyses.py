@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch.nn as nn
 
+from benchsuite.errors import RunFailed
 from benchsuite.measure import Measurement, measure_models
 from benchsuite.registry import Registry
 from benchsuite.train.data import PreparedData
@@ -28,6 +30,23 @@ def per_run_kinds() -> set[str]:
 def analysis_id(kind: str, options: dict, run_ids: list[str], measure: dict) -> str:
     key = json.dumps({"kind": kind, "options": options, "runs": sorted(run_ids), "measure": measure}, sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+# Tables of values measured on models. A non-finite one means the model's outputs overflowed, and the run
+# is not evidence; error statistics (error_classes) may be NaN by definition and are not checked.
+MEASURED_TABLES = {"metrics", "cka", "pcs", "pc_scores", "pc_cosines", "blocks", "block_scores", "predictions",
+                   "probes", "ablations"}
+
+
+def check_finite(tables: dict[str, list[dict]], what: str) -> None:
+    """Refuse rows with NaN or infinity in a measured table: they would be stored and read as results."""
+    for table, rows in tables.items():
+        if table in MEASURED_TABLES:
+            for row in rows:
+                bad = next((k for k, v in row.items() if isinstance(v, float) and not math.isfinite(v)), None)
+                if bad is not None:
+                    raise RunFailed(f"{what}: non-finite {table}.{bad} ({row[bad]}); the model's outputs "
+                                    "overflowed, so nothing it measured is stored")
 
 
 def measure_id(measure: dict) -> str:

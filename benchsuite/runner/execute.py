@@ -8,6 +8,7 @@ from typing import Iterable, Iterator, Protocol
 from rich.markup import escape
 from sqlalchemy.engine import Engine
 
+from benchsuite.errors import DiskFullError
 from benchsuite.runner.jobs import Job, describe_error, run_row, run_unit, unit_label
 from benchsuite.runner.plan import stack_units
 from benchsuite.runner.progress import Reporter
@@ -68,6 +69,8 @@ def execute(jobs: list[Job], engine: Engine, executor: Executor | None = None,
     with RunClaims(engine) as claims, \
             closing(executor.submit(_claimed(units, engine, claims, counts, reporter), reporter)) as outcomes:
         for job, outcome in outcomes:
+            if isinstance(outcome, DiskFullError):
+                raise outcome  # every later write would fail too; the run stays resumable (running)
             if isinstance(outcome, BaseException):
                 error = describe_error(outcome)
                 set_run_status(engine, run_row(job), "failed", error)
@@ -80,6 +83,8 @@ def execute(jobs: list[Job], engine: Engine, executor: Executor | None = None,
                 message = f"[green]done[/] {escape(job.name)} seed={job.config.seed}" + (f"  eval_acc={acc[-1]:.3f}" if acc else "")
                 if outcome.resumed_from:
                     message += f"  (resumed from epoch {outcome.resumed_from})"
+                message += "".join(f"\n[yellow]note[/] {escape(job.name)} seed={job.config.seed}: {escape(n)}"
+                                   for n in outcome.notes)
             claims.release(job.run_id)
             if reporter:
                 reporter.end_run(message)

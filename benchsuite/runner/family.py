@@ -17,13 +17,15 @@ from sqlalchemy.engine import Engine
 
 from benchsuite.measure import measure_models
 from benchsuite.models import probe_points
+from benchsuite.errors import RunFailed
 from benchsuite.registry import Registry
-from benchsuite.runner.analyses import analysis_id, heatmap_rows, measure_id
+from benchsuite.runner.analyses import analysis_id, check_finite, heatmap_rows, measure_id
 from benchsuite.runner.jobs import Job, build_model, describe_error
 from benchsuite.runner.plan import Plan
 from benchsuite.spec.load import canonical_json, config_key, name_matches
 from benchsuite.store.writer import AnalysisRows, complete_analyses, run_statuses, write_analyses
 from benchsuite.train import PreparedData, prepare_data, select_device
+from benchsuite.train.loop import CorruptCheckpoint, load_checkpoint
 
 _FAMILY = Registry()  # kind -> fn(ctx: FamilyContext, options) -> {table: rows}
 family_analysis = _FAMILY.register
@@ -49,8 +51,17 @@ class FamilyContext:
     def load_model(self, job: Job, checkpoint: Path | None = None) -> torch.nn.Module:
         """The run's trained model (or the model state of another checkpoint file), in eval mode."""
         model = build_model(job, self.data(job))
-        state = torch.load(checkpoint or job.checkpoint, map_location="cpu", weights_only=False)
-        model.load_state_dict(state["model"])
+        path = checkpoint or job.checkpoint
+        try:
+            state = load_checkpoint(path)["model"]
+            model.load_state_dict(state)
+        except (CorruptCheckpoint, RuntimeError) as exc:  # RuntimeError: the state of another architecture
+            reason = exc.reason if isinstance(exc, CorruptCheckpoint) else "not this run's architecture"
+            raise RunFailed(f"{job.name} seed={job.config.seed}: {path} cannot be loaded ({reason}); restore it "
+                            "from a copy, or retrain the run into a new --db and --artifacts") from None
+        if not all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()):
+            raise RunFailed(f"{job.name} seed={job.config.seed}: {path} holds non-finite weights; the run diverged "
+                            "and is not evidence")
         return model.to(self.device).eval()
 
     def measure(self, models: list[torch.nn.Module], jobs: list[Job], **kw):
@@ -90,6 +101,7 @@ def run_family_analyses(plan: Plan, engine: Engine, console=None, device: str = 
                               measure_id=measure_id(plan.spec.measure.model_dump(mode="json")))
         try:
             result.rows = _FAMILY[p.kind](ctx, p.options)
+            check_finite(result.rows, f"{p.kind} over {len(p.runs)} runs")
         except Exception as exc:
             result.status, result.error = "failed", describe_error(exc)
         write_analyses(engine, [result])

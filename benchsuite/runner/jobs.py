@@ -14,9 +14,9 @@ from typing import Callable
 import torch
 
 import benchsuite
-from benchsuite.errors import BenchError, RunFailed
+from benchsuite.errors import BenchError, DiskFullError, RunFailed
 from benchsuite.models import create_model, probe_points
-from benchsuite.runner.analyses import _RUN_ANALYSES, RunContext, measure_id
+from benchsuite.runner.analyses import _RUN_ANALYSES, RunContext, check_finite, measure_id
 from benchsuite.spec.load import canonical_json
 from benchsuite.spec.schema import MeasureSpec, RunConfig
 from benchsuite.store.writer import AnalysisRows, RunRows
@@ -110,6 +110,9 @@ def measure_run(job: Job, data, model: torch.nn.Module, result: TrainResult, dev
     ctx = RunContext(job.run_id, model, data, points, device, epoch=result.epochs_done)
     analyses = [AnalysisRows(a.analysis_id, a.kind, [job.run_id], a.options, rows=_RUN_ANALYSES[a.kind](ctx, a.options),
                              measure_id=job.measure_id) for a in job.analyses]
+    check_finite({"metrics": result.metrics}, f"{job.name} seed={job.config.seed}")
+    for a in analyses:
+        check_finite(a.rows, f"{job.name} seed={job.config.seed}")
     m = ctx._measurement
     features = m.features if m else [None] * len(points)
     layers = [dict(run_id=job.run_id, measure_id=job.measure_id, layer=i, name=p.name, stage=p.stage, features=f)
@@ -120,7 +123,7 @@ def measure_run(job: Job, data, model: torch.nn.Module, result: TrainResult, dev
                   train_seconds=result.train_seconds, measure_seconds=time.perf_counter() - start,
                   device=_device_name(device) + how, versions=json.dumps(versions()), git_commit=git_commit())
     return RunRows(run=run, metrics=[{"run_id": job.run_id, **m} for m in result.metrics], layers=layers,
-                   measure_id=job.measure_id, analyses=analyses, resumed_from=result.resumed_from)
+                   measure_id=job.measure_id, analyses=analyses, resumed_from=result.resumed_from, notes=result.notes)
 
 
 def run_stacked(unit: list[Job], reporter=None) -> list[RunRows | Exception]:
@@ -159,6 +162,8 @@ def run_unit(unit: list[Job], reporter=None) -> list[RunRows | Exception]:
     if len(unit) > 1:
         try:
             return run_stacked(unit, reporter)
+        except DiskFullError as exc:  # stops the sweep
+            return [exc] * len(unit)
         except Exception:
             pass
     outcomes = []
@@ -181,9 +186,10 @@ class JobError(RunFailed):
     """A job's error as described where it was raised (a Ray worker): tracebacks do not cross processes."""
 
 
-def portable(outcomes: list[RunRows | Exception]) -> list[RunRows | JobError]:
-    """Outcomes that can cross to another process: each error as its description, made where it was raised."""
-    return [o if isinstance(o, RunRows) else JobError(describe_error(o)) for o in outcomes]
+def portable(outcomes: list[RunRows | Exception]) -> list[RunRows | JobError | DiskFullError]:
+    """Outcomes that can cross to another process: each error as its description, made where it was raised;
+    a full disk as itself, since it stops the sweep on the driver."""
+    return [o if isinstance(o, (RunRows, DiskFullError)) else JobError(describe_error(o)) for o in outcomes]
 
 
 def describe_error(exc: BaseException) -> str:

@@ -54,7 +54,7 @@ def database_exists(db: str | None = None) -> bool:
 
 
 def _parse(url: str) -> sa.engine.URL:
-    """The URL, with a malformed one, an unknown scheme or a missing driver as one line."""
+    """The URL, with a malformed one or an unknown scheme as one line."""
     try:
         parsed = sa.engine.make_url(url)
         parsed.get_dialect()
@@ -67,6 +67,7 @@ def _parse(url: str) -> sa.engine.URL:
 
 
 def _create(url: str, **kwargs) -> Engine:
+    """sa.create_engine, with a driver that is not installed as one line."""
     try:
         return sa.create_engine(url, **kwargs)
     except ImportError as exc:

@@ -6,13 +6,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from contextlib import contextmanager
+from typing import Any, Iterable, Iterator
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from benchsuite.store import tables as t
-from benchsuite.store.engine import advisory_key, advisory_lock
+from benchsuite.errors import DiskFullError
+from benchsuite.store.engine import advisory_key, advisory_lock, shown
 
 
 def now() -> dt.datetime:
@@ -43,6 +45,20 @@ class RunRows:
     measure_id: str = ""
     analyses: list[AnalysisRows] = field(default_factory=list)
     resumed_from: int = 0  # epochs the checkpoint already held (not stored; for the progress log)
+    notes: list[str] = field(default_factory=list)  # for the user's terminal, not stored (a checkpoint set aside)
+
+
+@contextmanager
+def _transaction(engine: Engine) -> Iterator[Connection]:
+    """engine.begin(), with a full disk as one line: the write rolled back, the database is as it was."""
+    try:
+        with engine.begin() as conn:
+            yield conn
+    except sa.exc.DBAPIError as exc:
+        if "No space left on device" in str(exc.orig):
+            raise DiskFullError(f"{shown(engine.url)}: no space left on the device for the database; the write was "
+                                "rolled back and the database is as it was: free space and rerun the same command") from None
+        raise
 
 
 def _replace(conn: Connection, table: sa.Table, rows: list[dict], **where: Any) -> None:
@@ -58,7 +74,7 @@ def _upsert_one(conn: Connection, table: sa.Table, row: dict) -> None:
 
 
 def record_spec(engine: Engine, spec_hash: str, name: str, path: str, text: str) -> None:
-    with engine.begin() as conn:
+    with _transaction(engine) as conn:
         advisory_lock(conn, "spec", spec_hash)
         if conn.execute(sa.select(t.specs.c.spec_hash).where(t.specs.c.spec_hash == spec_hash)).first() is None:
             conn.execute(t.specs.insert(), [dict(spec_hash=spec_hash, name=name, path=path, yaml=text, created_at=now())])
@@ -66,7 +82,7 @@ def record_spec(engine: Engine, spec_hash: str, name: str, path: str, text: str)
 
 def set_run_status(engine: Engine, run: dict[str, Any], status: str, error: str | None = None) -> None:
     """Insert or update a run's row with a new status (running, failed), keeping its other fields."""
-    with engine.begin() as conn:
+    with _transaction(engine) as conn:
         advisory_lock(conn, "run", run["run_id"])
         old = conn.execute(sa.select(t.runs).where(t.runs.c.run_id == run["run_id"])).mappings().first()
         row = {**(dict(old) if old else {}), **run, "status": status, "error": error, "updated_at": now()}
@@ -87,7 +103,7 @@ def write_analysis(conn: Connection, a: AnalysisRows) -> None:
 def write_run(engine: Engine, result: RunRows) -> None:
     """All of a run's rows in one transaction, its status last."""
     run_id = result.run["run_id"]
-    with engine.begin() as conn:
+    with _transaction(engine) as conn:
         advisory_lock(conn, "run", run_id)  # concurrent drivers: delete + insert of one run never interleave
         _replace(conn, t.metrics, result.metrics, run_id=run_id)
         _replace(conn, t.layers, result.layers, run_id=run_id, measure_id=result.measure_id)
@@ -98,7 +114,7 @@ def write_run(engine: Engine, result: RunRows) -> None:
 
 
 def write_analyses(engine: Engine, results: Iterable[AnalysisRows]) -> None:
-    with engine.begin() as conn:
+    with _transaction(engine) as conn:
         for a in results:
             write_analysis(conn, a)
 

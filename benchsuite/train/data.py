@@ -8,6 +8,7 @@ import torch
 
 from benchsuite.data import balanced_subset, eval_order, load_dataset
 from benchsuite.data.loader import DeviceLoader
+from benchsuite.errors import BenchError, SpecError
 from benchsuite.spec.schema import DatasetSpec
 
 
@@ -35,6 +36,17 @@ class PreparedData:
         """The evaluation set in its fixed order, so batches line up across models."""
         return DeviceLoader(self.eval_x, self.eval_y, batch_size=self.eval_batch_size, mean=self.mean, std=self.std,
                             device=device, shuffle=False)
+
+
+def preflight(spec: DatasetSpec, data_root=None, source: str = "spec") -> None:
+    """Before any run starts: the dataset loads (found, readable, verified) and holds every training-set size
+    asked for, so a missing dataset is one line instead of one failed run per grid point."""
+    data = load_dataset(spec.name, data_root)
+    for size in spec.sizes:
+        try:
+            balanced_subset(data.train_y, size, spec.subset_seed)
+        except BenchError as exc:
+            raise SpecError(source, "dataset.train_size", f"{exc} ({spec.name})") from None
 
 
 def prepare_data(spec: DatasetSpec, data_root=None, eval_batch_size: int = 256) -> PreparedData:

@@ -6,8 +6,12 @@ so resuming from the checkpoint of epoch e reproduces an uninterrupted run exact
 
 from __future__ import annotations
 
+import errno
+import io
 import math
 import os
+import pickle
+import re
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -19,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from benchsuite.data.loader import DeviceLoader
-from benchsuite.errors import RunFailed
+from benchsuite.errors import DiskFullError, RunFailed
 from benchsuite.spec.schema import RunConfig, TrainSpec
 from benchsuite.train.data import PreparedData
 from benchsuite.train.stack import stack_optimizer_states, stack_states, unstack_optimizer_state, unstack_state
@@ -68,8 +72,8 @@ def lr_factor(spec: TrainSpec, step: int, total: int, steps_per_epoch: int) -> f
 class Diverged(RunFailed):
     """The training loss became non-finite: the run failed and nothing it measured is evidence."""
 
-    def __init__(self, epoch: int, loss: float):
-        super().__init__(f"diverged at epoch {epoch}: training loss {loss}")
+    def __init__(self, epoch: int, loss: float, what: str = "training loss"):
+        super().__init__(f"diverged at epoch {epoch}: {what} {loss}")
         self.epoch = epoch
 
 
@@ -81,12 +85,71 @@ class TrainResult:
     train_seconds: float = 0.0
     resumed_from: int = 0  # epochs already done when this call started
     device: str = "cpu"
+    notes: list[str] = field(default_factory=list)  # what the user should know (a checkpoint set aside)
 
 
 def _atomic_save(obj, path: Path) -> None:
+    """Write `path` whole or not at all: a crash or a full disk leaves the previous file as it was."""
     tmp = path.with_suffix(f"{path.suffix}.{os.getpid()}.tmp")  # per process: drivers may share a folder
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    torch.save(obj, buf)  # in memory first: torch's zip writer hides the OSError of a full disk
+    try:
+        with open(tmp, "wb") as f:
+            f.write(buf.getbuffer())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(f"{path.parent}: no space left on the device for checkpoint {path.name}; the previous "
+                                "checkpoint is intact: free space and rerun the same command to resume") from None
+        raise
+
+
+def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
+    """A checkpoint's contents. weights_only: tensors and plain values only, so a file planted in a shared
+    artifacts folder cannot run code here. Raises CorruptCheckpoint with the reason."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as exc:  # a pickle that wants code run: say which, not torch's advice
+        found = re.search(r"unsupported (GLOBAL \S+)", str(exc))
+        raise CorruptCheckpoint(path, f"it holds more than tensors and plain values: {found.group(1) if found else exc}") from None
+    except Exception as exc:  # a truncated zip, not a checkpoint at all
+        raise CorruptCheckpoint(path, str(exc).split(". ")[0].strip() or type(exc).__name__) from None
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+        raise CorruptCheckpoint(path, "no model state in it")
+    return state
+
+
+class CorruptCheckpoint(RunFailed):
+    """A checkpoint file that cannot be used: truncated, not a checkpoint, or wanting code to unpickle."""
+
+    def __init__(self, path: Path, reason: str):
+        super().__init__(f"{path}: cannot be loaded ({reason})")
+        self.path, self.reason = path, reason
+
+
+_RESUME_KEYS = {"model", "optimizer", "scaler", "metrics", "epoch", "train_seconds"}
+
+
+def _resume_state(checkpoint: Path, device: torch.device, model: nn.Module, notes: list[str]) -> dict | None:
+    """The checkpoint to resume from, or None after moving a damaged one aside (last.pt.corrupt-<time>):
+    then the run trains from scratch instead of failing the same way on every rerun."""
+    try:
+        state = load_checkpoint(checkpoint, device)
+        missing = _RESUME_KEYS - state.keys()
+        if missing:
+            raise CorruptCheckpoint(checkpoint, f"no {', '.join(sorted(missing))} in it")
+        expected = {k: v.shape for k, v in model.state_dict().items()}
+        if {k: getattr(v, "shape", None) for k, v in state["model"].items()} != expected:
+            raise CorruptCheckpoint(checkpoint, "its model state is not this run's architecture")
+        return state
+    except CorruptCheckpoint as exc:
+        aside = checkpoint.with_name(f"{checkpoint.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+        os.replace(checkpoint, aside)
+        notes.append(f"{exc}; moved to {aside.name}, training from scratch")
+        return None
 
 
 @torch.inference_mode()
@@ -152,8 +215,8 @@ def train_runs(configs: list[RunConfig], data: PreparedData, models: list[nn.Mod
     scaler = torch.amp.GradScaler(device.type, enabled=amp is torch.float16)
 
     results = [TrainResult(model=m, device=str(device)) for m in models]
-    states = [torch.load(c, map_location="cpu", weights_only=False) if c is not None and c.exists() else None
-              for c in checkpoints]
+    states = [_resume_state(c, device, m, r.notes) if c is not None and c.exists() else None
+              for c, m, r in zip(checkpoints, models, results)]
     if len({s["epoch"] if s else 0 for s in states}) > 1:
         raise ValueError("runs stacked together must resume from checkpoints of one epoch")
     if states[0] is not None:
@@ -205,6 +268,9 @@ def train_runs(configs: list[RunConfig], data: PreparedData, models: list[nn.Mod
             if not math.isfinite(loss):
                 raise Diverged(epoch + 1, loss)  # before the checkpoint: the last one stays finite
         evaluated = evaluate_runs(net, eval_loader, amp, k)
+        for eval_loss, _ in evaluated:
+            if not math.isfinite(eval_loss):  # finite in training, overflowing in eval mode (BatchNorm statistics)
+                raise Diverged(epoch + 1, eval_loss, "evaluation loss")
         run_states = [net.state_dict()] if k == 1 else unstack_state(net.state_dict(), k)
         run_optimizers = [optimizer.state_dict()] if k == 1 else unstack_optimizer_state(optimizer.state_dict(), k)
         for i, r in enumerate(results):
