@@ -14,7 +14,8 @@ torch.set_num_threads(1)
 os.environ.setdefault("BENCH_JOBS", "1")
 
 def make_spec(name: str = "tiny", *, train_size: int = 300, eval_size: int = 120, depths: str = "[8]",
-              seeds: str = "[0]", epochs: int = 2, batch_size: int = 64, analyses: str = "[cka, pcs]") -> str:
+              seeds: str = "[0]", epochs: int = 2, batch_size: int = 64, analyses: str = "[cka, pcs]",
+              measure: str = "{batch_size: 50}") -> str:
     """A spec small enough to train in seconds on digits; tests vary only what they need."""
     return f"""\
 name: {name}
@@ -22,12 +23,31 @@ dataset: {{name: digits, train_size: {train_size}, eval_size: {eval_size}}}
 family: {{name: cifar_resnet, grid: {{depth: {depths}, width: [1]}}}}
 seeds: {seeds}
 train: {{epochs: {epochs}, batch_size: {batch_size}, lr: 0.05}}
-measure: {{batch_size: 50}}
+measure: {measure}
 analyses: {analyses}
 """
 
 
 TINY_SPEC = make_spec()
+
+
+def eval_features(job, batch_size: int = 50) -> list[list]:
+    """A stored run's probe-point activations (NumPy), batch by batch over the evaluation set, from its checkpoint."""
+    from benchsuite.measure import FeatureCapture
+    from benchsuite.models import probe_points
+    from benchsuite.runner.jobs import build_model
+    from benchsuite.train import prepare_data
+
+    data = prepare_data(job.config.dataset, eval_batch_size=batch_size)
+    model = build_model(job, data)
+    model.load_state_dict(torch.load(job.checkpoint, weights_only=True)["model"])
+    model.eval()
+    batches = []
+    with FeatureCapture(model, probe_points(model)) as cap, torch.no_grad():
+        for xb, _ in data.eval_loader("cpu").epoch():
+            model(xb)
+            batches.append([f.numpy() for f in cap.features])
+    return batches
 
 
 # Deterministic columns of each table (timings, dates and the device string differ between the two runs).

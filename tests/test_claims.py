@@ -52,8 +52,8 @@ def write_world(path, specs: list[str], world) -> object:
     for text in specs:
         spec = parse_spec(text, "test")
         record_spec(engine, spec_hash(text), spec.name, f"specs/{spec.name}.yaml", text)
-        measure = spec.measure.model_dump(mode="json")
-        mid = measure_id(measure)
+        measure = spec.measure.analysis_key()
+        mid = measure_id(spec.measure.identity())
         done = []
         for config in expand(spec):
             rid, w = run_id(config), world(config)

@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from conftest import TINY_SPEC, rows
+from conftest import TINY_SPEC, eval_features, rows
 
 
 def test_run_stores_rows_and_rerun_trains_nothing(tiny_spec, cli):
@@ -51,32 +51,17 @@ def test_new_analysis_on_a_complete_run_trains_nothing(tiny_spec, cli):
 
 def test_measured_cka_matches_reference_on_the_trained_model(tiny_spec, cli):
     """The stored heatmap equals the float64 reference computed from the model's own activations."""
-    import torch
-
-    from benchsuite.measure import FeatureCapture
-    from benchsuite.models import probe_points
     from benchsuite.runner import make_plan
-    from benchsuite.runner.jobs import build_model
     from benchsuite.spec import load_spec
-    from benchsuite.train import prepare_data
     from reference import minibatch_cka
 
     assert cli("run", tiny_spec).exit_code == 0
     db = tiny_spec.parent / "bench.duckdb"
     job = make_plan(load_spec(tiny_spec), "x", None, artifacts=str(tiny_spec.parent / "bench_artifacts")).jobs[0]
-    data = prepare_data(job.config.dataset, eval_batch_size=50)
-    model = build_model(job, data)
-    model.load_state_dict(torch.load(job.checkpoint, weights_only=False)["model"])
-    model.eval()
-    points = probe_points(model)
-    batches = []
-    with FeatureCapture(model, points) as cap, torch.no_grad():
-        for xb, _ in data.eval_loader("cpu").epoch():  # 120 examples: batches of 50, 50 and 20
-            model(xb)
-            batches.append([f.numpy() for f in cap.features])
+    batches = eval_features(job)  # 120 examples: batches of 50, 50 and 20
     stored = {(a, b): v for a, b, v in rows(db, "SELECT layer_a, layer_b, value FROM cka WHERE NOT pc_removed")}
-    for i in range(len(points)):
-        for j in range(len(points)):
+    for i in range(len(batches[0])):
+        for j in range(len(batches[0])):
             ref = minibatch_cka([b[i] for b in batches], [b[j] for b in batches])
             assert abs(stored[i, j] - ref) < 1e-6
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import reference as ref
+from conftest import eval_features
 from benchsuite.measure.similarity import FullBatchSimilarity, MeasureChoice, get_measure, list_measures
 
 
@@ -167,3 +168,140 @@ def test_family_form_fills_every_pair_as_the_functional_form():
 def test_bad_choices_name_the_fix(bad, message):
     with pytest.raises(ValueError, match=message.replace("[", r"\[")):
         MeasureChoice.model_validate(bad)
+
+
+MEASURES = ("[linear_cka, {name: linear_cka, estimator: full}, rbf_cka, svcca, pwcca, procrustes, "
+            "{name: mutual_knn, k: 5}, {name: rsa, method: spearman}]")
+
+
+def _features(job, examples):
+    """Every probe point's activations of a stored run on the first `examples` evaluation examples."""
+    batches = eval_features(job)
+    return [np.concatenate([b[i].reshape(len(b[i]), -1) for b in batches])[:examples] for i in range(len(batches[0]))]
+
+
+def test_spec_with_measures_stores_every_value_within_and_across_seeds(workdir, cli):
+    from benchsuite.runner import make_plan
+    from benchsuite.spec import load_spec
+    from conftest import make_spec, rows
+
+    spec = workdir / "measures.yaml"
+    spec.write_text(make_spec(seeds="[0, 1]", analyses="[cka, pcs, cross_cka, measure_agreement]",
+                              measure=f"{{batch_size: 50, similarity_examples: 100, similarity: {MEASURES}}}"))
+    result = cli("run", spec)
+    assert result.exit_code == 0, result.output
+    db = workdir / "bench.duckdb"
+    runs = [r for r, in rows(db, "SELECT run_id FROM runs ORDER BY seed")]
+    counts = rows(db, "SELECT measure, s.options, examples, count(*) FILTER (WHERE run_a = run_b), "
+                      "count(*) FILTER (WHERE run_a <> run_b) FROM similarity s JOIN analyses a USING (analysis_id) "
+                      "WHERE kind IN ('cka', 'cross_cka') GROUP BY ALL ORDER BY ALL")
+    assert len(counts) == 8
+    for measure, options, examples, within, across in counts:
+        minibatch = measure == "linear_cka" and '"minibatch"' in options
+        assert examples == (120 if minibatch else 100), (measure, options)
+        assert (within, across) == (2 * 16, 2 * 16), (measure, options)  # 4 probe points, 2 seeds, both orders
+    # linear CKA's minibatch estimator is the cka table's value, cell by cell
+    same = rows(db, "SELECT count(*), max(abs(s.value - c.value)) FROM similarity s JOIN cka c USING "
+                    "(analysis_id, run_a, epoch_a, layer_a, run_b, epoch_b, layer_b) "
+                    "WHERE s.measure = 'linear_cka' AND s.options LIKE '%minibatch%' AND NOT c.pc_removed")
+    assert same[0][0] == 64 and same[0][1] < 1e-12
+    # the full-batch measures read the first 100 evaluation examples of the trained model
+    job = next(j for j in make_plan(load_spec(spec), "x", None, artifacts=str(workdir / "bench_artifacts")).jobs
+               if j.run_id == runs[0])
+    feats = _features(job, 100)
+    stored = {(m, a, b): v for m, a, b, v in rows(
+        db, f"SELECT measure, layer_a, layer_b, value FROM similarity WHERE run_a = '{runs[0]}' AND run_b = run_a")}
+    for a in range(4):
+        for b in range(4):
+            assert stored["procrustes", a, b] == pytest.approx(ref.procrustes_distance(feats[a], feats[b]), abs=1e-6)
+            assert stored["rsa", a, b] == pytest.approx(ref.rsa(feats[a], feats[b], "spearman"), abs=1e-6)
+    _check_agreement(db, runs)
+    again = cli("run", spec)
+    assert again.exit_code == 0 and "0 of 2 runs to do" in again.stderr
+
+
+def _check_agreement(db, runs):
+    """measure_agreement's three tables, recomputed from the heatmaps it stored."""
+    from scipy.stats import spearmanr
+
+    from benchsuite.measure.blocks import detect_blocks
+    from conftest import rows
+
+    (aid,), = rows(db, "SELECT analysis_id FROM analyses WHERE kind = 'measure_agreement' AND status = 'complete'")
+    labels = ["linear_cka", "linear_cka[estimator=full]", "rbf_cka", "svcca", "pwcca", "procrustes", "mutual_knn[k=5]",
+              "rsa[method=spearman]"]
+    names = {"linear_cka[estimator=full]": ("linear_cka", "full"), "mutual_knn[k=5]": ("mutual_knn", None),
+             "rsa[method=spearman]": ("rsa", None), "linear_cka": ("linear_cka", "minibatch")}
+    heat = {}
+    for label in labels:
+        name, estimator = names.get(label, (label, None))
+        h = np.zeros((8, 8))
+        for ra, la, rb, lb, v, opts in rows(db, f"SELECT run_a, layer_a, run_b, layer_b, value, options FROM similarity "
+                                                f"WHERE analysis_id = '{aid}' AND measure = '{name}'"):
+            if estimator is None or f'"{estimator}"' in opts:
+                h[runs.index(ra) * 4 + la, runs.index(rb) * 4 + lb] = 1 - v / 2 if name == "procrustes" else v
+        heat[label] = h
+    acc = {(m, ra, rb): (c, a) for m, ra, rb, c, a in rows(
+        db, f"SELECT measure, run_a, run_b, correct, accuracy FROM measure_correspondence WHERE analysis_id = '{aid}'")}
+    assert len(acc) == len(labels) * 2
+    pc1 = {r: [p for p, in rows(db, f"SELECT pc1_fraction FROM pcs p JOIN analyses a USING (analysis_id) "
+                                     f"WHERE run_id = '{r}' AND a.kind = 'pcs' ORDER BY layer")] for r in runs}
+    blocks = rows(db, f"SELECT measure, run_id, start_layer, end_layer FROM measure_blocks WHERE analysis_id = '{aid}'")
+    for label, h in heat.items():
+        for a, b in [(0, 1), (1, 0)]:
+            cross = h[a * 4:a * 4 + 4, b * 4:b * 4 + 4]
+            correct = sum(int(np.argmax(cross[i]) == i) for i in range(4))
+            assert acc[label, runs[a], runs[b]] == (correct, correct / 4)
+        for r, run in enumerate(runs):
+            assert len(pc1[run]) == 4
+            within = h[r * 4:r * 4 + 4, r * 4:r * 4 + 4]
+            want = [(b.start, b.end) for b in detect_blocks((within + within.T) / 2, pc1[run])]
+            assert sorted((s, e) for m, rid, s, e in blocks if m == label and rid == run) == want
+    off = ~np.eye(8, dtype=bool)
+    rank = {(a, b): (s, n) for a, b, s, n in rows(
+        db, f"SELECT measure_a, measure_b, spearman, cells FROM measure_rank_agreement WHERE analysis_id = '{aid}'")}
+    assert len(rank) == len(labels) * (len(labels) - 1) // 2
+    assert rank["linear_cka", "rbf_cka"][0] == pytest.approx(spearmanr(heat["linear_cka"][off], heat["rbf_cka"][off])[0], abs=1e-9)
+    assert rank["svcca", "procrustes"] == (pytest.approx(spearmanr(heat["svcca"][off], heat["procrustes"][off])[0], abs=1e-9), 56)
+    overlap = rows(db, f"SELECT count(*), min(layers_agree), max(layers_agree) FROM measure_block_overlap "
+                       f"WHERE analysis_id = '{aid}'")
+    assert overlap[0][0] == 2 * len(rank) and 0 <= overlap[0][1] <= overlap[0][2] <= 1
+
+
+def test_correspondence_and_overlap_counts():
+    from benchsuite.analyses.agreement import block_overlap, corresponding_layers
+
+    s = np.array([[0.9, 0.2, 0.1], [0.95, 0.5, 0.1], [0.0, 0.1, 0.3]])
+    assert corresponding_layers(s) == 2
+    a, b = np.array([1, 1, 0, 0], bool), np.array([0, 1, 1, 0], bool)
+    assert block_overlap(a, b) == (0.5, 1 / 3)
+    assert block_overlap(np.zeros(4, bool), np.zeros(4, bool)) == (1.0, None)
+
+
+@pytest.mark.parametrize("measure,analyses,where,message", [
+    ("{similarity: [rsa, {name: rbf_cka, sigma: 2}]}", "[cka]", "measure.similarity[1]", "rbf_cka has no option 'sigma'"),
+    ("{similarity: [rsa, {name: rsa, method: pearson}]}", "[cka]", "measure.similarity", "rsa listed twice"),
+    ("{similarity: [rsa]}", "[cka, measure_agreement]", "analyses[1]", "list two or more there"),
+])
+def test_spec_errors_name_the_field(measure, analyses, where, message):
+    from benchsuite.errors import SpecError
+    from benchsuite.spec import parse_spec
+    from conftest import make_spec
+
+    with pytest.raises(SpecError, match=f"s.yaml: {where.replace('[', '.').replace(']', '.')}: .*{message}"):
+        parse_spec(make_spec(measure=measure, analyses=analyses), "s.yaml")
+
+
+def test_measure_sections_without_measures_keep_their_keys():
+    """Adding the similarity fields changed no measure_id or analysis id of a spec that chooses none."""
+    from benchsuite.runner.analyses import analysis_id, measure_id
+    from benchsuite.spec.schema import MeasureSpec
+
+    plain = MeasureSpec(probes="blocks", batch_size=50)
+    assert measure_id(plain.identity()) == measure_id({"probes": "blocks", "batch_size": 50})
+    assert plain.analysis_key() == {"probes": "blocks", "batch_size": 50}
+    chosen = MeasureSpec(probes="blocks", batch_size=50, similarity=["rsa"])
+    assert measure_id(chosen.identity()) == measure_id(plain.identity())
+    assert analysis_id("cka", {}, ["r"], chosen.analysis_key()) != analysis_id("cka", {}, ["r"], plain.analysis_key())
+    same = MeasureSpec(probes="blocks", batch_size=50, similarity=[{"name": "rsa", "method": "pearson"}])
+    assert same.analysis_key() == chosen.analysis_key()  # defaults filled

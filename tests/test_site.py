@@ -34,7 +34,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 XSS = "<script>alert(1)</script>"
 
 SPEC = make_spec("site", train_size=200, eval_size=100, depths="[8, 14]", seeds="[0, 1]", epochs=1,
-                 analyses="[cka, pcs, {kind: cross_cka, across: all}]")
+                 analyses="[cka, pcs, {kind: cross_cka, across: all}, measure_agreement]",
+                 measure="{batch_size: 50, similarity: [linear_cka, {name: rbf_cka, bandwidth: 0.5}, procrustes]}")
 
 
 def _runs(db: Path) -> list[tuple[str, str, int, int]]:
@@ -103,7 +104,7 @@ def built_site(results_db, tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("served") / "sub" / "site"
     report = build_site(str(results_db), out)
-    assert report.pages == 6 and report.drawn > 0  # index, 2 architectures, 2 cross-model, errors
+    assert report.pages == 7 and report.drawn > 0  # index, 2 architectures, 2 cross-model, errors, measures
     return out
 
 
@@ -192,7 +193,7 @@ def test_every_page_loads_and_every_link_and_image_resolves(server, watched, tmp
             else:  # a figure opened on its own
                 assert watched.page.request.get(target).status == 200, target
         assert "Provenance" in page.inner_text("footer")
-    assert pages == 6
+    assert pages == 7
     assert watched.problems == []
     watched.open(urljoin(server, "index.html")).screenshot(path=screenshot_dir(tmp_path_factory) / "index.png", full_page=True)
     arch = watched.page.get_attribute("a.cell", "href")
@@ -260,6 +261,28 @@ def test_architecture_page_shows_every_measurement(built_site):
     assert "mean over 4 pairs of seeds" in cross
     errors = (built_site / "errors.html").read_text()
     assert "group_a" in errors and "Agreement between runs" in errors
+
+
+def test_measures_page_shows_a_heatmap_per_measure_and_the_agreement_tables(server, watched, tmp_path_factory):
+    page = watched.open(urljoin(server, "measures.html"))
+    assert watched.broken_images() == []
+    captions = page.eval_on_selector_all("figcaption", "fs => fs.map(f => f.textContent.trim())")
+    assert captions == ["linear_cka", "procrustes", "rbf_cka[bandwidth=0.5]"]
+    table = lambda name: page.eval_on_selector_all(  # noqa: E731
+        f"#{name} tbody tr", "rows => rows.map(r => Array.from(r.cells, c => c.textContent.trim()))")
+    correspondence = table("correspondence")
+    assert [r[0] for r in correspondence] == ["linear_cka", "procrustes", "rbf_cka[bandwidth=0.5]"]
+    assert all(r[1] == "4" and 0 <= float(r[2]) <= 100 for r in correspondence)  # 2 architectures x 2 ordered seed pairs
+    assert [r[:2] for r in table("rank-agreement")] == [["linear_cka", "procrustes"], ["linear_cka", "rbf_cka[bandwidth=0.5]"],
+                                                        ["rbf_cka[bandwidth=0.5]", "procrustes"]]  # in spec order
+    assert all(-1 <= float(r[2]) <= 1 for r in table("rank-agreement"))
+    assert len(table("measure-blocks")) == 3 and len(table("block-overlap")) == 3
+    page.click("#rank-agreement th:nth-child(3) button")
+    spearman = [float(r[2]) for r in table("rank-agreement")]
+    assert spearman == sorted(spearman)
+    assert "Similarity measures" in page.inner_text("nav")
+    page.screenshot(path=screenshot_dir(tmp_path_factory) / "measures.png", full_page=True)
+    assert watched.problems == []
 
 
 def test_names_are_escaped_text_never_markup(tmp_path, watched):

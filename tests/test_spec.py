@@ -74,3 +74,46 @@ def test_every_example_spec_validates(cli):
     assert specs
     result = cli("validate", *specs)
     assert result.exit_code == 0, result.output
+
+
+BAD_SETS = [
+    ("train.epochz=5", "tiny.yaml --set train.epochz=5: train.epochz: unknown key; allowed: epochs,"),
+    ("train.epochs=two", "tiny.yaml --set train.epochs=two: train.epochs: Input should be a valid integer"),
+    ("family.grid.depth=[8,21]", "tiny.yaml --set family.grid.depth=[8,21]: family.grid.depth[1]: depth must be 6n+2"),
+    ("seeds=[]", "tiny.yaml --set seeds=[]: seeds: empty list"),
+    ("epochs", "tiny.yaml --set epochs: expected KEY=VALUE"),
+    ("train.epochs.n=1", "tiny.yaml --set train.epochs.n=1: train.epochs is not a mapping"),
+    ("seeds=[0", "tiny.yaml --set seeds=[0: the value is not valid YAML"),
+]
+
+
+@pytest.mark.parametrize("item,message", BAD_SETS, ids=[b[0] for b in BAD_SETS])
+def test_bad_overrides_fail_with_one_line_and_write_nothing(tiny_spec, cli, item, message):
+    for command in (["validate"], ["run"], ["run", "--dry-run"]):
+        result = cli(*command, "tiny.yaml", "--set", "train.epochs=3", "--set", item)
+        assert result.exit_code == 2, result.output
+        err = result.stderr.strip()
+        assert "Traceback" not in result.output and len(err.splitlines()) == 1, err
+        assert message in err, err
+    assert sorted(p.name for p in tiny_spec.parent.iterdir()) == ["tiny.yaml"]
+
+
+def test_overrides_change_the_plan_and_are_stored_with_the_spec(tiny_spec, cli):
+    from benchsuite.spec import read_spec
+    from conftest import rows
+
+    sets = ["--set", "family.grid.depth=[8, 14]", "--set", "seeds=[0,1]", "--set", "train.epochs=1"]
+    assert "ok, 4 runs" in cli("validate", "tiny.yaml", *sets).stdout
+    plan = cli("run", "tiny.yaml", "--dry-run", *sets)
+    assert plan.exit_code == 0 and "4 of 4 runs to do" in plan.stdout
+    spec, text = read_spec("tiny.yaml", sets[1::2])
+    assert text.splitlines()[0] == "# tiny.yaml with --set 'family.grid.depth=[8, 14]' --set 'seeds=[0,1]' --set train.epochs=1"
+    assert parse_spec(text) == spec and spec.train.epochs == 1 and spec.family.grid == {"depth": [8, 14], "width": [1]}
+    assert read_spec(tiny_spec)[1] == TINY_SPEC  # no overrides: the file's own text
+
+    result = cli("run", tiny_spec, "--set", "train.epochs=1")
+    assert result.exit_code == 0, result.output
+    db = tiny_spec.parent / "bench.duckdb"
+    assert rows(db, "SELECT epochs_done FROM runs") == [(1,)]
+    (stored,), = rows(db, "SELECT yaml FROM specs")
+    assert stored.startswith("# tiny.yaml with --set train.epochs=1\n") and parse_spec(stored).train.epochs == 1

@@ -57,3 +57,12 @@ class ErrorOptions(_Options):
         if self.match == "none" and (self.group_a is None or self.group_b is None):
             raise ValueError("give group_a and group_b, or match: accuracy to pick the pair automatically")
         return self
+
+
+@register_analysis("measure_agreement")
+class AgreementOptions(_Options):
+    """Do the spec's similarity measures (measure.similarity, two or more) agree? Layer correspondence
+    across seeds, block structure under each measure and its overlap, rank agreement over all cells."""
+
+    detector: BlockParams = Field(BlockParams(), description="block-detector thresholds, applied to every measure "
+                                                             "read as a similarity (calibrated for CKA)")

@@ -26,6 +26,15 @@ def _cell(v: Any) -> str:
     return "" if v is None else str(v)
 
 
+def rows_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None) -> Table:
+    table = Table(title=title)
+    for c in columns:
+        table.add_column(c, overflow="fold")
+    for r in rows:
+        table.add_row(*(Text(_cell(v)) for v in r))  # Text: cell values are never markup
+    return table
+
+
 def print_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str = "table", title: str | None = None) -> None:
     """Print a result set as a Rich table, CSV, JSON records or a Markdown table."""
     if fmt == "csv":
@@ -42,12 +51,7 @@ def print_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str =
         for r in rows:
             typer.echo("| " + " | ".join(_cell(v).replace("|", "\\|") for v in r) + " |")
     elif fmt == "table":
-        table = Table(title=title)
-        for c in columns:
-            table.add_column(c, overflow="fold")
-        for r in rows:
-            table.add_row(*(Text(_cell(v)) for v in r))  # Text: cell values are never markup
-        console.print(table)
+        console.print(rows_table(columns, rows, title))
     else:
         from benchsuite.errors import BenchError
 

@@ -26,13 +26,44 @@ def register(app: typer.Typer) -> None:
             err_console.print(f"[yellow]first {cap} rows shown[/]: add a LIMIT, raise --max-rows, or use --format csv for all")
 
     @app.command("runs")
-    def runs(db: DbOption = None, fmt: FormatOption = "table") -> None:
-        """Status of every run in the database."""
+    def runs(db: DbOption = None, fmt: FormatOption = "table",
+             watch: Annotated[bool, typer.Option("--watch", help="refresh the table until no run is running")] = False,
+             interval: Annotated[float, typer.Option(min=0.1, help="--watch: seconds between refreshes")] = 2.0) -> None:
+        """Status of every run in the database: its epoch while it trains, its accuracy so far."""
         from benchsuite.store.query import run_query
 
-        # round(x * 10) / 10: PostgreSQL has no round(double precision, int)
-        sql = ("SELECT r.name, r.seed, r.dataset, r.status, r.epochs_done AS epochs, "
-               "(SELECT m.value FROM metrics m WHERE m.run_id = r.run_id AND m.name = 'eval_acc' "
-               " ORDER BY m.epoch DESC LIMIT 1) AS eval_acc, round(r.train_seconds * 10) / 10 AS train_s, r.run_id, r.error "
-               "FROM runs r ORDER BY r.family, r.name, r.seed")
-        print_rows(*run_query(sql, db), fmt=fmt, title="runs")
+        if not watch:
+            print_rows(*run_query(RUNS_SQL, db), fmt=fmt, title="runs")
+            return
+        _watch(db, interval)
+
+
+# round(x * 10) / 10: PostgreSQL has no round(double precision, int)
+RUNS_SQL = ("SELECT r.name, r.seed, r.dataset, r.status, r.epochs_done AS epochs, "
+            "(SELECT m.value FROM metrics m WHERE m.run_id = r.run_id AND m.name = 'eval_acc' "
+            " ORDER BY m.epoch DESC LIMIT 1) AS eval_acc, round(r.train_seconds * 10) / 10 AS train_s, r.run_id, r.error "
+            "FROM runs r ORDER BY r.family, r.name, r.seed")
+IDLE_SECONDS = 5.0  # a driver marks its next run running only as it starts it: a short gap is not the end
+
+
+def _watch(db: str | None, interval: float) -> None:
+    """A live table of `bench runs`, until no run has been running for IDLE_SECONDS (or Ctrl-C)."""
+    import time
+
+    from rich.live import Live
+
+    from benchsuite.cli._common import console, rows_table
+    from benchsuite.store.query import run_query
+
+    idle_since = None
+    with Live(console=console, auto_refresh=False) as live:
+        try:
+            while idle_since is None or time.monotonic() - idle_since < IDLE_SECONDS:
+                columns, rows = run_query(RUNS_SQL, db)
+                running = sum(r[3] == "running" for r in rows)
+                live.update(rows_table(columns, rows, title=f"runs: {running} running, {time.strftime('%H:%M:%S')}"),
+                            refresh=True)
+                idle_since = None if running else (idle_since or time.monotonic())
+                time.sleep(interval)
+        except KeyboardInterrupt:
+            pass

@@ -11,21 +11,24 @@ import typer
 from benchsuite.cli._common import DataDirOption, DbOption, console, err_console, print_rows
 
 SpecArg = Annotated[Path, typer.Argument(help="YAML spec file", show_default=False)]
+SetOption = Annotated[list[str] | None, typer.Option(
+    "--set", metavar="KEY=VALUE", help="override a spec field, e.g. train.epochs=5, seeds=[0], family.grid.depth=[20,56] (repeatable)")]
 
 
 def register(app: typer.Typer) -> None:
     @app.command("validate")
-    def validate(specs: Annotated[list[Path], typer.Argument(help="YAML spec files")]) -> None:
+    def validate(specs: Annotated[list[Path], typer.Argument(help="YAML spec files")], overrides: SetOption = None) -> None:
         """Check specs without running anything."""
         from benchsuite.spec import expand, load_spec
 
         for path in specs:
-            spec = load_spec(path)
+            spec = load_spec(path, overrides or ())
             console.print(f"{path}: ok, {len(expand(spec))} runs ({spec.family.name} on {spec.dataset.name})")
 
     @app.command("run")
     def run(
         spec_path: SpecArg,
+        overrides: SetOption = None,
         db: DbOption = None,
         data_dir: DataDirOption = None,
         artifacts: Annotated[str | None, typer.Option(help="checkpoint folder [env: BENCH_ARTIFACTS; default: bench_artifacts]")] = None,
@@ -43,13 +46,11 @@ def register(app: typer.Typer) -> None:
         from benchsuite.runner import execute, make_plan
         from benchsuite.runner.family import run_family_analyses
         from benchsuite.runner.progress import Reporter
-        from benchsuite.spec import parse_spec, spec_hash
-        from benchsuite.spec.load import read_spec_text
+        from benchsuite.spec import read_spec, spec_hash
         from benchsuite.store.engine import database_exists, open_store, resolve_url
         from benchsuite.store.writer import record_spec
 
-        text = read_spec_text(spec_path)
-        spec = parse_spec(text, str(spec_path))  # validate before touching the database
+        spec, text = read_spec(spec_path, overrides or ())  # validate before touching the database
         runner = _executor(executor, address, gpus, cpus, retries, spec, jobs, threads, device)
         if not dry_run:
             from benchsuite.train.data import preflight
@@ -71,7 +72,7 @@ def register(app: typer.Typer) -> None:
         counts = {"complete": 0, "failed": 0}
         try:
             if todo:
-                with Reporter(len(todo), err_console) as reporter:
+                with Reporter(len(todo), err_console, engine) as reporter:
                     counts = execute(todo, engine, runner, reporter=reporter)
                 skipped = f", {counts['skipped']} skipped (another driver)" if counts["skipped"] else ""
                 err_console.print(f"{counts['complete']} complete, {counts['failed']} failed{skipped}")

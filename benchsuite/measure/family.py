@@ -1,7 +1,8 @@
 """One measurement pass over the evaluation set for any number of models at once.
 
 Every model sees the same batches in the same order, so one MinibatchCKA holds every within- and
-cross-model CKA matrix, and one StreamingPCA the first PC of every probe point. With the first
+cross-model CKA matrix, one StreamingPCA the first PC of every probe point, and one
+FullBatchSimilarity the heatmaps of the other similarity measures a spec chooses. With the first
 PCs known, a last pass also gives each example's PC1 score and the CKA heatmap recomputed after
 removing each probe point's PC1.
 """
@@ -9,7 +10,7 @@ removing each probe point's PC1.
 from __future__ import annotations
 
 from contextlib import ExitStack, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -19,6 +20,7 @@ import torch.nn as nn
 from benchsuite.measure.capture import FeatureCapture
 from benchsuite.measure.cka import MinibatchCKA
 from benchsuite.measure.pca import StreamingPCA
+from benchsuite.measure.similarity import FullBatchSimilarity, MeasureChoice
 
 
 @dataclass
@@ -31,6 +33,8 @@ class Measurement:
     total_variance: list[float] | None = None
     pc1_scores: np.ndarray | None = None  # (P, N): each example's projection on its layer's first PC
     cka_pc1_removed: np.ndarray | None = None  # (P, P) after removing each probe point's first PC
+    similarity: dict[str, np.ndarray] = field(default_factory=dict)  # measure label -> (P, P), as `cka`
+    similarity_examples: dict[str, int] = field(default_factory=dict)  # label -> examples the measure read
 
     def pc1_cosines(self) -> np.ndarray:
         """Squared cosine between the first PCs of every pair of layers, as vectors over examples."""
@@ -53,11 +57,14 @@ def _batches(models, captures, loader, amp):
 
 @torch.inference_mode()
 def measure_models(models: Sequence[nn.Module], points: Sequence[Sequence], loader, *, cka: bool = True,
-                   pcs: bool = True, pc1_removed: bool = False, amp: torch.dtype | None = None) -> Measurement:
+                   pcs: bool = True, pc1_removed: bool = False, amp: torch.dtype | None = None,
+                   similarity: Sequence[MeasureChoice] = (), similarity_examples: int | None = None) -> Measurement:
     """CKA between every pair of probe points of `models` and the first PC of each.
 
-    `pc1_removed` (implies `pcs`) adds the PC1 scores and the CKA heatmap after PC1 removal.
+    `pc1_removed` (implies `pcs`) adds the PC1 scores and the CKA heatmap after PC1 removal;
+    `similarity` the heatmaps of those measures, the full-batch ones on the first `similarity_examples`.
     """
+    cka = cka or any(c.streaming for c in similarity)
     for m in models:
         m.eval()
     pcs = pcs or pc1_removed
@@ -71,13 +78,16 @@ def measure_models(models: Sequence[nn.Module], points: Sequence[Sequence], load
             pca.end_pass()
         acc = MinibatchCKA() if cka else None
         removed = MinibatchCKA() if pc1_removed else None
+        full = FullBatchSimilarity(similarity, similarity_examples) if any(not c.streaming for c in similarity) else None
         scores: list[list[torch.Tensor]] = []
         for feats in _batches(models, captures, loader, amp):
             out.features = out.features or [int(f[0].numel()) for f in feats]
-            if acc is None and removed is None:
+            if acc is None and removed is None and full is None:
                 break
             if acc is not None:
                 acc.update(feats)
+            if full is not None:
+                full.update(feats)
             if removed is not None:
                 flat = [f.flatten(1).to("cpu", torch.float64) for f in feats]
                 s = [(x - mu) @ v for x, mu, v in zip(flat, pca.means, pca.pc1_directions)]
@@ -85,6 +95,12 @@ def measure_models(models: Sequence[nn.Module], points: Sequence[Sequence], load
                 scores.append(torch.stack(s))
     if acc is not None:
         out.cka = acc.compute().cpu().numpy()
+    if full is not None:
+        out.similarity = full.compute()
+    for c in similarity:
+        if c.streaming:
+            out.similarity[c.label] = out.cka
+        out.similarity_examples[c.label] = acc.examples if c.streaming else full.seen
     if pca is not None:
         out.pc1_fraction = pca.pc1_fraction
         out.lambda1 = [layer.lambda1 for layer in pca.layers]

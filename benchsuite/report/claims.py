@@ -121,8 +121,8 @@ class Results:
         except BenchError as err:  # stored by an older version whose spec language differed
             self.unreadable.append(f"{name}: {err}")
             return None
-        measure = spec.measure.model_dump(mode="json")
-        out = SpecEvidence(name, path or "", measure_id(measure), [], [])
+        measure = spec.measure.analysis_key()
+        out = SpecEvidence(name, path or "", measure_id(spec.measure.identity()), [], [])
         for config in configs:
             rid = run_id(config)
             run = self.runs.get(rid)

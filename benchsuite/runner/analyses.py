@@ -15,7 +15,7 @@ from typing import Any
 import torch.nn as nn
 
 from benchsuite.errors import RunFailed
-from benchsuite.measure import Measurement, measure_models
+from benchsuite.measure import MeasureChoice, Measurement, measure_models
 from benchsuite.registry import Registry
 from benchsuite.train.data import PreparedData
 
@@ -62,6 +62,8 @@ class RunContext:
     points: list
     device: Any
     epoch: int  # the epoch of the checkpoint measured (the final one)
+    similarity: list[MeasureChoice] = field(default_factory=list)  # the spec's measure.similarity
+    similarity_examples: int | None = None
     _measurement: Measurement | None = field(default=None, repr=False)
 
     @property
@@ -69,14 +71,15 @@ class RunContext:
         """CKA, PCs and CKA after PC1 removal, from one set of passes shared by every analysis."""
         if self._measurement is None:
             self._measurement = measure_models([self.model], [self.points], self.data.eval_loader(self.device),
-                                               pc1_removed=True)
+                                               pc1_removed=True, similarity=self.similarity,
+                                               similarity_examples=self.similarity_examples)
         return self._measurement
 
 
-def heatmap_rows(m, models: list[tuple[str, int]], offsets: list[int], pc_removed: bool = False,
-                 pair_filter=lambda a, b: True) -> list[dict]:
+def heatmap_rows(m, models: list[tuple[str, int]], offsets: list[int], pair_filter=lambda a, b: True,
+                 **columns) -> list[dict]:
     """Long-format rows of a (P, P) matrix over the probe points of `models`, (run_id, epoch) pairs
-    in the order of `offsets` (as in Measurement)."""
+    in the order of `offsets` (as in Measurement); `columns` are added to every row."""
     out = []
     for a, (run_a, epoch_a) in enumerate(models):
         for b, (run_b, epoch_b) in enumerate(models):
@@ -85,15 +88,28 @@ def heatmap_rows(m, models: list[tuple[str, int]], offsets: list[int], pc_remove
             for i in range(offsets[a + 1] - offsets[a]):
                 row = m[offsets[a] + i]
                 out += [dict(run_a=run_a, epoch_a=epoch_a, layer_a=i, run_b=run_b, epoch_b=epoch_b, layer_b=j,
-                             pc_removed=pc_removed, value=float(row[offsets[b] + j]), estimator="minibatch_hsic1")
+                             value=float(row[offsets[b] + j]), **columns)
                         for j in range(offsets[b + 1] - offsets[b])]
     return out
+
+
+def cka_rows(m, models, offsets, pc_removed: bool = False, pair_filter=lambda a, b: True) -> list[dict]:
+    """Rows of table cka (the minibatch estimator) for a (P, P) CKA matrix, as heatmap_rows."""
+    return heatmap_rows(m, models, offsets, pair_filter, pc_removed=pc_removed, estimator="minibatch_hsic1")
+
+
+def similarity_rows(m: Measurement, choices: list[MeasureChoice], models, pair_filter=lambda a, b: True) -> list[dict]:
+    """Rows of table similarity: every chosen measure's heatmap, with its name and options."""
+    return [row for c in choices
+            for row in heatmap_rows(m.similarity[c.label], models, m.offsets, pair_filter, measure=c.name,
+                                    options=c.options_json, examples=m.similarity_examples[c.label])]
 
 
 @run_analysis("cka")
 def _cka(ctx: RunContext, options: dict) -> dict[str, list[dict]]:
     m = ctx.measurement
-    return {"cka": heatmap_rows(m.cka, [(ctx.run_id, ctx.epoch)], m.offsets)}
+    models = [(ctx.run_id, ctx.epoch)]
+    return {"cka": cka_rows(m.cka, models, m.offsets), "similarity": similarity_rows(m, ctx.similarity, models)}
 
 
 @run_analysis("pcs")
@@ -105,7 +121,7 @@ def _pcs(ctx: RunContext, options: dict) -> dict[str, list[dict]]:
                 for i, (f, l, t) in enumerate(zip(m.pc1_fraction, m.lambda1, m.total_variance))],
         "pc_cosines": [dict(run_a=rid, layer_a=i, run_b=rid, layer_b=j, value=float(cos[i, j]))
                        for i in range(len(cos)) for j in range(len(cos))],
-        "cka": heatmap_rows(m.cka_pc1_removed, [(rid, ctx.epoch)], m.offsets, pc_removed=True),
+        "cka": cka_rows(m.cka_pc1_removed, [(rid, ctx.epoch)], m.offsets, pc_removed=True),
     }
     if options.get("scores", True):
         out["pc_scores"] = [dict(run_id=rid, layer=i, example=e, score=float(v))

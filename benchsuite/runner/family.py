@@ -19,7 +19,7 @@ from benchsuite.measure import measure_models
 from benchsuite.models import probe_points
 from benchsuite.errors import RunFailed
 from benchsuite.registry import Registry
-from benchsuite.runner.analyses import analysis_id, check_finite, heatmap_rows, measure_id
+from benchsuite.runner.analyses import analysis_id, check_finite, cka_rows, measure_id, similarity_rows
 from benchsuite.runner.jobs import Job, build_model, describe_error
 from benchsuite.runner.plan import Plan
 from benchsuite.spec.load import canonical_json, config_key, name_matches
@@ -64,9 +64,12 @@ class FamilyContext:
                             "and is not evidence")
         return model.to(self.device).eval()
 
-    def measure(self, models: list[torch.nn.Module], jobs: list[Job], **kw):
-        """One pass over the shared evaluation set for several models."""
+    def measure(self, models: list[torch.nn.Module], jobs: list[Job], similarity: bool = False, **kw):
+        """One pass over the shared evaluation set for several models; `similarity` adds the heatmaps of
+        the spec's similarity measures."""
         points = [probe_points(m, j.measure.probes) for m, j in zip(models, jobs)]
+        if similarity:
+            kw.update(similarity=jobs[0].measure.similarity, similarity_examples=jobs[0].measure.similarity_examples)
         return measure_models(models, points, self.data(jobs[0]).eval_loader(self.device), **kw)
 
 
@@ -81,7 +84,7 @@ class PlannedFamilyAnalysis:
 def plan_family(plan: Plan, engine: Engine) -> list[PlannedFamilyAnalysis]:
     statuses, done = run_statuses(engine), complete_analyses(engine)
     runs = [j for j in plan.jobs if statuses.get(j.run_id) == "complete"]
-    measure = plan.spec.measure.model_dump(mode="json")
+    measure = plan.spec.measure.analysis_key()
     out = []
     for a in plan.spec.analyses:
         if a.kind not in _FAMILY or not runs:
@@ -98,7 +101,7 @@ def run_family_analyses(plan: Plan, engine: Engine, console=None, device: str = 
     for p in plan_family(plan, engine):
         ctx = FamilyContext(p.runs, engine, select_device(device))
         result = AnalysisRows(p.analysis_id, p.kind, [j.run_id for j in p.runs], p.options,
-                              measure_id=measure_id(plan.spec.measure.model_dump(mode="json")))
+                              measure_id=measure_id(plan.spec.measure.identity()))
         try:
             result.rows = _FAMILY[p.kind](ctx, p.options)
             check_finite(result.rows, f"{p.kind} over {len(p.runs)} runs")
@@ -118,17 +121,24 @@ def _eval_key(job: Job) -> str:
                            "batch": job.measure.batch_size, "probes": job.measure.probes})
 
 
+# Seeds: the whole configuration but the seed; architectures: one seed, data and recipe, any family/params.
+_ACROSS = {"seeds": lambda j: (config_key(j.config), _eval_key(j)),
+           "architectures": lambda j: (config_key(j.config, ("family", "params")), _eval_key(j)),
+           "all": _eval_key}
+
+
+def seed_groups(runs: list[Job], across: str = "seeds") -> list[list[Job]]:
+    """Runs that may be compared: the seeds of one configuration (or `architectures`, `all`), in run order
+    within a group; each group sees the same evaluation batches."""
+    key = _ACROSS[across]
+    return [list(g) for _, g in itertools.groupby(sorted(runs, key=lambda j: str(key(j))), key=lambda j: str(key(j)))]
+
+
 @family_analysis("cross_cka")
 def _cross_cka(ctx: FamilyContext, options: dict) -> dict[str, list[dict]]:
-    across = options.get("across", "seeds")
-    # Seeds: the whole configuration but the seed; architectures: one seed, data and recipe, any family/params.
-    key = {"seeds": lambda j: (config_key(j.config), _eval_key(j)),
-           "architectures": lambda j: (config_key(j.config, ("family", "params")), _eval_key(j)),
-           "all": _eval_key}[across]
     pairs = options.get("pairs")
-    rows = []
-    for _, group in itertools.groupby(sorted(ctx.runs, key=lambda j: str(key(j))), key=lambda j: str(key(j))):
-        group = list(group)
+    rows, similar = [], []
+    for group in seed_groups(ctx.runs, options.get("across", "seeds")):
         if len(group) < 2:
             continue
 
@@ -143,10 +153,11 @@ def _cross_cka(ctx: FamilyContext, options: dict) -> dict[str, list[dict]]:
 
         if not any(wanted(a, b) for a in range(len(group)) for b in range(len(group))):
             continue
-        m = ctx.measure([ctx.load_model(j) for j in group], group, pcs=False)
+        m = ctx.measure([ctx.load_model(j) for j in group], group, similarity=True, pcs=False)
         models = [(j.run_id, j.config.train.epochs) for j in group]
-        rows += heatmap_rows(m.cka, models, m.offsets, pair_filter=wanted)
-    return {"cka": rows}
+        rows += cka_rows(m.cka, models, m.offsets, pair_filter=wanted)
+        similar += similarity_rows(m, group[0].measure.similarity, models, pair_filter=wanted)
+    return {"cka": rows, "similarity": similar}
 
 
 @family_analysis("training_cka")
@@ -162,9 +173,9 @@ def _training_cka(ctx: FamilyContext, options: dict) -> dict[str, list[dict]]:
         models = [ctx.load_model(job, job.epoch_checkpoint(e)) for e in epochs] + [ctx.load_model(job)]
         m = ctx.measure(models, [job] * len(models), pcs=False)
         keys = [(job.run_id, e) for e in epochs + [final]]
-        rows += heatmap_rows(m.cka, keys, m.offsets, pair_filter=lambda a, b: a != b)
+        rows += cka_rows(m.cka, keys, m.offsets, pair_filter=lambda a, b: a != b)
     return {"cka": rows}
 
 
 # Family kinds defined elsewhere register themselves on import (below the registry they use).
-from benchsuite.analyses import errors  # noqa: E402,F401
+from benchsuite.analyses import agreement, errors  # noqa: E402,F401

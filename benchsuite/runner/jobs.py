@@ -52,7 +52,7 @@ class Job:
 
     @property
     def measure_id(self) -> str:
-        return measure_id(self.measure.model_dump(mode="json"))
+        return measure_id(self.measure.identity())
 
     def epoch_checkpoint(self, epoch: int) -> Path:
         return self.checkpoint.with_name(f"epoch_{epoch}.pt")
@@ -107,7 +107,8 @@ def measure_run(job: Job, data, model: torch.nn.Module, result: TrainResult, dev
     """A trained run's per-run analyses and its rows."""
     start = time.perf_counter()
     points = probe_points(model, job.measure.probes)
-    ctx = RunContext(job.run_id, model, data, points, device, epoch=result.epochs_done)
+    ctx = RunContext(job.run_id, model, data, points, device, epoch=result.epochs_done,
+                     similarity=job.measure.similarity, similarity_examples=job.measure.similarity_examples)
     analyses = [AnalysisRows(a.analysis_id, a.kind, [job.run_id], a.options, rows=_RUN_ANALYSES[a.kind](ctx, a.options),
                              measure_id=job.measure_id) for a in job.analyses]
     check_finite({"metrics": result.metrics}, f"{job.name} seed={job.config.seed}")

@@ -29,7 +29,7 @@ def make_plan(spec: Spec, spec_hash: str, engine: Engine | None, *, artifacts: s
               device: str = "auto") -> Plan:
     statuses = run_statuses(engine) if engine is not None else {}
     done_analyses = complete_analyses(engine) if engine is not None else set()
-    measure = spec.measure.model_dump(mode="json")
+    measure = spec.measure.analysis_key()
     keep_epochs = sorted({e for a in spec.analyses if a.kind == "training_cka" for e in a.options.get("epochs", [])})
     jobs = []
     for config in expand(spec):

@@ -270,6 +270,8 @@ class _Site:
         self.nav = [(page, title) for page, (title, pairs) in self.cross.items() if pairs]
         if data.errors:
             self.nav.append(("errors.html", "Error patterns"))
+        if data.agreements:
+            self.nav.append(("measures.html", "Similarity measures"))
         if data.claims:
             self.nav.append(("claims.html", "Claims"))
 
@@ -296,6 +298,10 @@ class _Site:
         if d.errors:
             self.render("errors.html", "errors.html", "Error patterns", self._runs({r.run_id for e in d.errors for r in e.runs}),
                         analyses=[(e, self._error_figure(e)) for e in d.errors])
+        if d.agreements:
+            self.render("measures.html", "measures.html", "Do similarity measures agree?",
+                        self._runs({r.run_id for a in d.agreements for r in a.runs}),
+                        analyses=[(a, self._measure_figures(a)) for a in d.agreements])
         if d.claims:
             self.render("claims.html", "claims.html", "Claims of the paper", d.runs, scopes=[
                 (scope, slug(scope), [(c, self._claim_figure(slug(scope), c)) for c in claims])
@@ -370,6 +376,13 @@ class _Site:
                             xlabel=f"layer of {gb.name}", ylabel=f"layer of {ga.name}")
             panels.append({"a": ga, "b": gb, "figure": fig, "pairs": same})
         return panels
+
+    def _measure_figures(self, a) -> list[dict]:
+        """One within-model heatmap per measure of the analysis's shown run."""
+        layers = [[layer.name, layer.stage] for layer in a.run.layers]
+        return [self._fig(f"measures/{a.analysis_id}", slug(label), figures.heatmap, caption=label, values=values,
+                          rows=layers, cols=layers, title=f"{label}, seed {a.run.seed}", label="similarity")
+                for label, values in a.heatmaps]
 
     def _error_figure(self, e) -> dict | None:
         rows = [c for c in e.classes if _finite(c["mean_a"]) and _finite(c["mean_b"])]

@@ -135,6 +135,20 @@ class ErrorAnalysis:
 
 
 @dataclass
+class MeasureAgreement:
+    """A measure_agreement analysis: heatmaps of one run under every measure, and the agreement tables."""
+
+    analysis_id: str
+    runs: list[Run]
+    run: Run  # the run whose heatmaps are shown: the analysis's first in site order
+    heatmaps: list[tuple[str, np.ndarray]]  # (measure label, within-model heatmap read as a similarity)
+    correspondence: list[dict]  # per measure: pairs of seeds, mean/min/max accuracy
+    blocks: list[dict]  # per measure: runs with a block, mean fraction of depth inside blocks
+    overlap: list[dict]  # per pair of measures: mean layers_agree and jaccard over runs
+    rank: list[dict]  # the measure_rank_agreement rows
+
+
+@dataclass
 class SiteData:
     specs: dict[str, dict] = field(default_factory=dict)  # spec_hash -> specs row
     runs: list[Run] = field(default_factory=list)
@@ -142,6 +156,7 @@ class SiteData:
     cross: list[CrossPair] = field(default_factory=list)
     errors: list[ErrorAnalysis] = field(default_factory=list)
     claims: dict[str, list[ClaimResult]] = field(default_factory=dict)  # by scope, "all" first (bench claims)
+    agreements: list[MeasureAgreement] = field(default_factory=list)
 
 
 def value_key(v: Any) -> tuple:
@@ -288,6 +303,7 @@ def _read(conn) -> SiteData:
         cross=_cross([r for r in cka if r["run_a"] != r["run_b"] and not r["pc_removed"]], ordered, recency),
         errors=_errors(conn, analyses, ordered),
         claims=_claims(conn),
+        agreements=_agreements(conn, analyses, ordered),
     )
 
 
@@ -341,3 +357,47 @@ def _claims(conn) -> dict[str, list[ClaimResult]]:
             evidence.get("columns", []), evidence.get("rows", []), row["note"] or "", evidence.get("figure", {}),
             evidence.get("runs", [])))
     return dict(sorted(by_scope.items(), key=lambda kv: (kv[0] != "all", kv[0])))
+
+
+def _by(rows: list[dict], *keys: str) -> dict[tuple, list[dict]]:
+    out: dict[tuple, list[dict]] = defaultdict(list)
+    for r in rows:
+        out[tuple(r[k] for k in keys)].append(r)
+    return out
+
+
+def _agreements(conn, analyses: dict[str, dict], ordered: list[Run]) -> list[MeasureAgreement]:
+    from benchsuite.measure.similarity import MeasureChoice
+
+    out = []
+    for aid, a in sorted(analyses.items()):
+        if a["kind"] != "measure_agreement" or a["status"] != "complete":
+            continue
+        ids = set(json.loads(a["run_ids"]))
+        runs = [r for r in ordered if r.run_id in ids]
+        if not runs:
+            continue
+        shown = runs[0]
+        cells = _all(conn, t.similarity, t.similarity.c.analysis_id == aid, t.similarity.c.run_a == shown.run_id,
+                     t.similarity.c.run_b == shown.run_id)
+        heatmaps = []
+        for (name, options), rows in _by(cells, "measure", "options").items():
+            choice = MeasureChoice(name=name, options=json.loads(options))
+            heatmaps.append((choice.label, choice.measure.as_similarity(_matrix(rows))))
+        where = lambda table: (table.c.analysis_id == aid,)  # noqa: E731
+        correspondence = [dict(measure=m, pairs=len(rs), accuracy=_mean([r["accuracy"] for r in rs]),
+                               low=min(r["accuracy"] for r in rs), high=max(r["accuracy"] for r in rs))
+                          for (m,), rs in _by(_all(conn, t.measure_correspondence, *where(t.measure_correspondence)),
+                                              "measure").items()]
+        labels = [h[0] for h in heatmaps]
+        found = _by(_all(conn, t.measure_blocks, *where(t.measure_blocks)), "measure", "run_id")
+        blocks = [dict(measure=m, runs=len(runs), with_block=sum((m, r.run_id) in found for r in runs),
+                       fraction=_mean([sum(b["size_fraction"] for b in found.get((m, r.run_id), [])) for r in runs]))
+                  for m in labels]
+        overlap = [dict(measure_a=ma, measure_b=mb, layers_agree=_mean([r["layers_agree"] for r in rs]),
+                        jaccard=_mean([r["jaccard"] for r in rs if r["jaccard"] is not None]))
+                   for (ma, mb), rs in _by(_all(conn, t.measure_block_overlap, *where(t.measure_block_overlap)),
+                                           "measure_a", "measure_b").items()]
+        rank = _all(conn, t.measure_rank_agreement, *where(t.measure_rank_agreement))
+        out.append(MeasureAgreement(aid, runs, shown, heatmaps, correspondence, blocks, overlap, rank))
+    return out

@@ -6,8 +6,9 @@ import hashlib
 import itertools
 import json
 import re
+import shlex
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -82,7 +83,7 @@ def read_spec_text(path: str | Path) -> str:
                                                 "save the spec as UTF-8") from None
 
 
-def parse_spec(text: str, source: str = "<spec>") -> Spec:
+def _mapping(text: str, source: str) -> dict:
     try:
         data = yaml.safe_load(text)
     except RecursionError:
@@ -93,6 +94,10 @@ def parse_spec(text: str, source: str = "<spec>") -> Spec:
         raise SpecError(source, where, f"not valid YAML: {getattr(exc, 'problem', exc)}") from None
     if not isinstance(data, dict):
         raise SpecError(source, "", "a spec is a YAML mapping with at least `name` and `family`")
+    return data
+
+
+def _validate(data: dict, source: str) -> Spec:
     try:
         spec = Spec.model_validate(data)
     except ValidationError as err:
@@ -101,8 +106,70 @@ def parse_spec(text: str, source: str = "<spec>") -> Spec:
     return spec
 
 
-def load_spec(path: str | Path) -> Spec:
-    return parse_spec(read_spec_text(path), str(path))
+def parse_spec(text: str, source: str = "<spec>") -> Spec:
+    return _validate(_mapping(text, source), source)
+
+
+def apply_override(data: dict, item: str, source: str = "<spec>") -> tuple[str, Any]:
+    """Set one `dotted.key=value` (the value read as YAML: `[0, 1]`, `5`, `null`) in spec data, in place."""
+    key, eq, raw = item.partition("=")
+    parts = key.strip().split(".")
+    if not eq or not all(parts):
+        raise BenchError(f"{source} --set {item}: expected KEY=VALUE with a dotted key, e.g. train.epochs=5")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise BenchError(f"{source} --set {item}: the value is not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    node: Any = data
+    for i, part in enumerate(parts):
+        where = ".".join(parts[:i]) or "the spec"
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            index: Any = int(part)
+        elif isinstance(node, dict):
+            index = part
+        else:
+            kind = "a list; index it, e.g. family.grid.0.depth" if isinstance(node, list) else "not a mapping"
+            raise BenchError(f"{source} --set {item}: {where} is {kind}")
+        if i == len(parts) - 1:
+            node[index] = value
+        else:
+            if isinstance(node, dict) and node.get(index) is None:
+                node[index] = {}
+            node = node[index]
+    return ".".join(parts), value
+
+
+def read_spec(path: str | Path, overrides: Sequence[str] = ()) -> tuple[Spec, str]:
+    """The spec in a file with `--set` overrides applied, and the text to store as its provenance: the file's
+    own text without overrides, else the merged spec as YAML under a comment naming them."""
+    p = Path(path)
+    text = read_spec_text(p)
+    data = _mapping(text, str(p))
+    keys = [(apply_override(data, item, str(p)), item) for item in overrides]
+    try:
+        spec = _validate(data, str(p))
+    except SpecError as err:
+        # Name the override that set the failing field (or a field inside it).
+        item = next((item for (key, _), item in reversed(keys) if _within(err.field, key)), None)
+        if item is None:
+            raise
+        raise SpecError(f"{p} --set {item}", err.field, err.message) from None
+    if not overrides:
+        return spec, text
+    header = f"# {p.name} with " + " ".join(f"--set {shlex.quote(item)}" for item in overrides)
+    return spec, header + "\n" + yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
+
+
+def _within(field: str, key: str) -> bool:
+    """Does the error path `field` (`family.grid.depth[1]`) lie at or below the dotted `key`, or above it?"""
+    parts = re.sub(r"\[(\d+)\]", r".\1", field).split(".")
+    keys = key.split(".")
+    n = min(len(parts), len(keys))
+    return parts[:n] == keys[:n]
+
+
+def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> Spec:
+    return read_spec(path, overrides)[0]
 
 
 def _check_semantics(spec: Spec, source: str) -> None:
@@ -149,6 +216,9 @@ def _check_semantics(spec: Spec, source: str) -> None:
             kinds[analysis.kind].model_validate(analysis.options)
         except ValidationError as err:
             _raise_first(source, err, kinds[analysis.kind], ("analyses", i))
+        if analysis.kind == "measure_agreement" and len(spec.measure.similarity) < 2:
+            raise SpecError(source, f"analyses[{i}]", "measure_agreement compares the measures of measure.similarity; "
+                                                      "list two or more there")
 
 
 def canonical_json(obj: Any) -> str:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from benchsuite.measure.similarity import MeasureChoice, list_measures
 from benchsuite.registry import name_and_options
 
 STRICT = ConfigDict(extra="forbid")
@@ -73,6 +75,33 @@ class MeasureSpec(BaseModel):
     probes: Literal["blocks", "all"] | list[str] = Field(
         "blocks", description="blocks (stem + residual block outputs), all (every conv/bn/relu/add) or module globs")
     batch_size: int = Field(256, gt=3, description="examples per CKA minibatch (eq. 2 of Nguyen et al.)")
+    similarity: list[MeasureChoice] = Field(
+        [], description="similarity measures stored besides CKA (table similarity): names, or {name: ..., option: value}; "
+                        f"registered: {', '.join(list_measures())}")
+    similarity_examples: int | None = Field(
+        1000, gt=3, description="evaluation examples (the first, in the fixed order) the full-batch measures read; "
+                                "null: all of them")
+
+    @field_validator("similarity")
+    @classmethod
+    def _distinct(cls, v):
+        labels = [c.label for c in v]
+        twice = sorted({x for x in labels if labels.count(x) > 1})
+        if twice:
+            raise ValueError(f"{', '.join(twice)} listed twice; give each measure once per set of options")
+        return v
+
+    def identity(self) -> dict:
+        """What decides the probe points and their layer indices: the key of `layers` (measure_id)."""
+        return self.model_dump(mode="json", exclude={"similarity", "similarity_examples"})
+
+    def analysis_key(self) -> dict:
+        """What an analysis's values depend on: the identity, and the similarity measures when chosen
+        (so specs without them keep the analysis ids they had before measures existed)."""
+        if not self.similarity:
+            return self.identity()
+        return {**self.identity(), "similarity": [{"name": c.name, "options": json.loads(c.options_json)} for c in self.similarity],
+                "similarity_examples": self.similarity_examples}
 
 
 class AnalysisSpec(BaseModel):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from pathlib import Path
 from urllib.parse import quote, unquote
 
@@ -13,6 +14,7 @@ from sqlalchemy.engine import Engine
 from benchsuite.errors import BenchError
 
 DEFAULT_DB = "bench.duckdb"
+LOCK_WAIT_SECONDS = 30.0  # how long a DuckDB connection waits for another process to close the file
 
 
 def resolve_url(db: str | None = None) -> str:
@@ -106,7 +108,9 @@ def make_engine(db: str | None = None, read_only: bool = False) -> Engine:
     if is_duckdb(url):
         args = {"read_only": True, "config": {"enable_external_access": False}} if read_only else {}
         # NullPool: a DuckDB file can be open read-write in one process only; don't hold it idle.
-        return _create(url, connect_args=args, poolclass=sa.pool.NullPool)
+        engine = _create(url, connect_args=args, poolclass=sa.pool.NullPool)
+        sa.event.listen(engine, "do_connect", _wait_for_file_lock)
+        return engine
     if not read_only:
         return _create(url)
     backend = parsed.get_backend_name()
@@ -119,6 +123,21 @@ def make_engine(db: str | None = None, read_only: bool = False) -> Engine:
         return engine
     raise BenchError(f"--db {shown(url)}: {backend} databases cannot be opened read-only here, so they are refused; "
                      "use DuckDB, SQLite or PostgreSQL")
+
+
+def _wait_for_file_lock(dialect, conn_rec, cargs, cparams):
+    """Connect to a DuckDB file, waiting while another process holds it: every process keeps the file open
+    only for one transaction, so a driver writing progress and `bench runs` reading it take turns."""
+    import duckdb
+
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    while True:
+        try:
+            return dialect.connect(*cargs, **cparams)
+        except duckdb.IOException as exc:
+            if "Could not set lock" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _alembic_config(connection):

@@ -209,3 +209,66 @@ claims = Table(
     Column("note", Text),
     Column("evidence", Text),  # JSON: {"columns": [...], "rows": [[...]], "figure": {...}}
 )
+
+# 0006: every similarity measure a spec chooses (measure.similarity), with its options.
+
+similarity = Table(
+    "similarity", metadata,
+    Column("analysis_id", Text, primary_key=True),
+    Column("measure", Text, primary_key=True),  # a registered measure: linear_cka, rbf_cka, procrustes, ...
+    Column("options", Text, primary_key=True),  # JSON, every option with defaults filled
+    Column("run_a", Text, primary_key=True),
+    Column("epoch_a", Integer, primary_key=True),
+    Column("layer_a", Integer, primary_key=True),
+    Column("run_b", Text, primary_key=True),
+    Column("epoch_b", Integer, primary_key=True),
+    Column("layer_b", Integer, primary_key=True),
+    Column("value", Double),
+    Column("examples", Integer),  # evaluation examples the value was computed from
+)
+
+# 0006: measure_agreement; `measure` is a measure's label, `name` or `name[k=v,...]` (options off their defaults).
+
+measure_correspondence = Table(
+    "measure_correspondence", metadata,
+    Column("analysis_id", Text, primary_key=True),
+    Column("measure", Text, primary_key=True),
+    Column("run_a", Text, primary_key=True),
+    Column("run_b", Text, primary_key=True),  # another seed of run_a's configuration
+    Column("layers", Integer),
+    Column("correct", Integer),  # probe points of run_a whose most similar one in run_b is the same
+    Column("accuracy", Double),
+)
+
+measure_blocks = Table(
+    "measure_blocks", metadata,
+    Column("analysis_id", Text, primary_key=True),
+    Column("measure", Text, primary_key=True),
+    Column("run_id", Text, primary_key=True),
+    Column("block", Integer, primary_key=True),
+    Column("start_layer", Integer),
+    Column("end_layer", Integer),
+    Column("size_fraction", Double),
+    Column("mean_similarity", Double),
+    Column("mean_pc1", Double),
+    Column("score", Double),
+)
+
+measure_block_overlap = Table(
+    "measure_block_overlap", metadata,
+    Column("analysis_id", Text, primary_key=True),
+    Column("run_id", Text, primary_key=True),
+    Column("measure_a", Text, primary_key=True),
+    Column("measure_b", Text, primary_key=True),
+    Column("layers_agree", Double),  # fraction of probe points both put inside, or both outside, a block
+    Column("jaccard", Double),  # of the probe points inside blocks; NULL when neither measure finds one
+)
+
+measure_rank_agreement = Table(
+    "measure_rank_agreement", metadata,
+    Column("analysis_id", Text, primary_key=True),
+    Column("measure_a", Text, primary_key=True),
+    Column("measure_b", Text, primary_key=True),
+    Column("spearman", Double),  # over every off-diagonal heatmap cell, within and across seeds
+    Column("cells", Integer),
+)

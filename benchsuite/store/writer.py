@@ -90,6 +90,18 @@ def set_run_status(engine: Engine, run: dict[str, Any], status: str, error: str 
         _upsert_one(conn, t.runs, row)
 
 
+def record_progress(engine: Engine, run_id: str, epochs_done: int, metrics: list[dict]) -> None:
+    """A running run's epochs_done and the metrics of its latest epoch, in one short transaction, so that
+    readers in other processes (`bench runs`) see the current epoch; the run's final write replaces them."""
+    with engine.begin() as conn:
+        advisory_lock(conn, "run", run_id)
+        conn.execute(t.metrics.delete().where(t.metrics.c.run_id == run_id, t.metrics.c.epoch == epochs_done))
+        if metrics:
+            conn.execute(t.metrics.insert(), [{"run_id": run_id, **m, "epoch": epochs_done} for m in metrics])
+        conn.execute(t.runs.update().where(t.runs.c.run_id == run_id, t.runs.c.status == "running")
+                     .values(epochs_done=epochs_done, updated_at=now()))
+
+
 def write_analysis(conn: Connection, a: AnalysisRows) -> None:
     advisory_lock(conn, "analysis", a.analysis_id)
     for table_name, rows in a.rows.items():
