@@ -85,23 +85,19 @@ def register(app: typer.Typer) -> None:
 
 
 def _local_executor(jobs: int | None, threads: int | None, retries: int, device: str):
-    """In this process, or in worker processes. Default: on CPU one single-threaded job per core, which
-    uses every core without spin-waits (OpenMP threads that outnumber the free cores spin-wait, which slows
-    small models tenfold on a busy machine); on GPU one job, which stacked seeds keep busy. The driver
-    computes with the jobs' thread count too, so results depend on --threads alone."""
+    """In this process, or in worker processes (default: benchsuite.runner.processes.default_jobs). With one
+    job, cores - 1 threads by default: OpenMP threads that outnumber the free cores spin-wait, which slows small
+    models tenfold on a busy machine. The driver computes with the jobs' thread count too, so results depend
+    on --threads alone."""
     import torch
 
+    from benchsuite.runner.processes import ProcessExecutor, default_jobs
     from benchsuite.train import select_device
 
-    cores = os.cpu_count() or 1
-    jobs = jobs or int(os.environ.get("BENCH_JOBS") or 0) or (cores if select_device(device).type == "cpu" else 1)
-    threads = threads or int(os.environ.get("BENCH_THREADS") or 0) or (1 if jobs > 1 else max(1, cores - 1))
+    jobs = jobs or int(os.environ.get("BENCH_JOBS") or 0) or default_jobs(select_device(device))
+    threads = threads or int(os.environ.get("BENCH_THREADS") or 0) or (1 if jobs > 1 else max(1, (os.cpu_count() or 1) - 1))
     torch.set_num_threads(threads)
-    if jobs == 1:
-        return None
-    from benchsuite.runner.processes import ProcessExecutor
-
-    return ProcessExecutor(jobs, threads, retries)
+    return ProcessExecutor(jobs, threads, retries) if jobs > 1 else None
 
 
 def _executor(name: str, address: str | None, gpus: float | None, cpus: float | None, retries: int, spec,

@@ -10,14 +10,25 @@ from __future__ import annotations
 
 import ctypes
 import multiprocessing as mp
+import os
 import signal
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
+import torch
+
 from benchsuite.errors import RunFailed
 from benchsuite.runner.jobs import Job, portable, run_unit, unit_label
+
+
+def default_jobs(device: torch.device) -> int:
+    """`bench run`'s default: on CPU a single-threaded job per core and two more, so that the last runs of a
+    sweep share the cores instead of leaving some idle (3 runs on 2 cores end after 1.5 run times, not 2);
+    single-threaded processes share cores without the spin-waits of oversubscribed OpenMP threads. On GPU one
+    job: stacked seeds keep the card busy."""
+    return (os.cpu_count() or 1) + 2 if device.type == "cpu" else 1
 
 
 class WorkerCrashed(RunFailed):
@@ -57,8 +68,6 @@ def _name_process(run_id: str) -> None:
 
 
 def _worker(conn: Connection, threads: int) -> None:
-    import torch
-
     _die_with_the_driver()
     # Ctrl-C reaches the whole process group; the driver decides what stops, and stops its workers itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
