@@ -200,6 +200,8 @@ def test_a_changed_file_in_an_extracted_folder_is_refused_before_unpickling(root
     assert str(err.value) == (f"cifar10: {target} is not the published file (its md5 differs): it was changed or "
                               f"damaged; delete {target.parent} and run `bench data fetch cifar10 --data-dir {root}`")
     assert "this ran" not in capsys.readouterr().out
+    with pytest.raises(BenchError, match="is not the published file"):  # fetch does not call it ready either
+        cifar.fetch("cifar10", root)
 
 
 def test_an_unpickler_for_arrays_only(root):

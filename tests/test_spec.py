@@ -117,3 +117,15 @@ def test_overrides_change_the_plan_and_are_stored_with_the_spec(tiny_spec, cli):
     assert rows(db, "SELECT epochs_done FROM runs") == [(1,)]
     (stored,), = rows(db, "SELECT yaml FROM specs")
     assert stored.startswith("# tiny.yaml with --set train.epochs=1\n") and parse_spec(stored).train.epochs == 1
+
+
+def test_quickstart_measures_what_the_index_grid_colours():
+    """The site's index colours a cell by block score: the quickstart must detect blocks (a full run with
+    blocks at depth 110 is the README's measurement; too slow for CI)."""
+    from pathlib import Path
+
+    from benchsuite.spec import load_spec
+
+    spec = load_spec(Path(__file__).parents[1] / "specs" / "quickstart.yaml")
+    assert {"cka", "pcs", "blocks"} <= {a.kind for a in spec.analyses}
+    assert max(spec.family.grid["depth"]) >= 110 and len(spec.seeds) == 2

@@ -37,11 +37,12 @@ app = typer.Typer(cls=_Group, no_args_is_help=True, pretty_exceptions_enable=Fal
 
 
 def _register() -> None:
-    from benchsuite.cli import claims, data, db, families, leaderboard, query, run, spec
+    from benchsuite.cli import claims, compare, data, db, families, leaderboard, query, run, spec
 
     run.register(app)
     query.register(app)
     claims.register(app)
+    compare.register(app)
     families.register(app)
     app.add_typer(spec.app, name="spec", help="The spec language.")
     app.add_typer(db.app, name="db", help="The results database.")

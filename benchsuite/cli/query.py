@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
              watch: Annotated[bool, typer.Option("--watch", help="refresh the table until no run is running")] = False,
              interval: Annotated[float, typer.Option(min=0.1, help="--watch: seconds between refreshes")] = 2.0) -> None:
         """Status of every run in the database: its epoch while it trains, its accuracy so far."""
-        from benchsuite.store.query import run_query
+        from benchsuite.store.query import RUNS_SQL, run_query
 
         if not watch:
             print_rows(*run_query(RUNS_SQL, db), fmt=fmt, title="runs")
@@ -38,11 +38,6 @@ def register(app: typer.Typer) -> None:
         _watch(db, interval)
 
 
-# round(x * 10) / 10: PostgreSQL has no round(double precision, int)
-RUNS_SQL = ("SELECT r.name, r.seed, r.dataset, r.status, r.epochs_done AS epochs, "
-            "(SELECT m.value FROM metrics m WHERE m.run_id = r.run_id AND m.name = 'eval_acc' "
-            " ORDER BY m.epoch DESC LIMIT 1) AS eval_acc, round(r.train_seconds * 10) / 10 AS train_s, r.run_id, r.error "
-            "FROM runs r ORDER BY r.family, r.name, r.seed")
 IDLE_SECONDS = 5.0  # a driver marks its next run running only as it starts it: a short gap is not the end
 
 
@@ -53,7 +48,7 @@ def _watch(db: str | None, interval: float) -> None:
     from rich.live import Live
 
     from benchsuite.cli._common import console, rows_table
-    from benchsuite.store.query import run_query
+    from benchsuite.store.query import RUNS_SQL, run_query
 
     idle_since = None
     with Live(console=console, auto_refresh=False) as live:

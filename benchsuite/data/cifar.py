@@ -115,6 +115,15 @@ def _missing(name: str, root: Path) -> BenchError:
                       f"or run `bench data fetch {name} --data-dir {root}`")
 
 
+def _verify(name: str, root: Path) -> None:
+    """Every file of the extracted folder is the published one, before anything in it is unpickled."""
+    folder = root / LAYOUTS[name].folder
+    for f in LAYOUTS[name].files:
+        if not has_md5(folder / f, FILES_MD5[name][f]):
+            raise BenchError(f"{name}: {folder / f} is not the published file (its md5 differs): it was changed or "
+                             f"damaged; delete {folder} and run `bench data fetch {name} --data-dir {root}`")
+
+
 def load(name: str, root: Path) -> ImageData:
     layout = LAYOUTS[name]
     folder = root / layout.folder
@@ -124,10 +133,7 @@ def load(name: str, root: Path) -> ImageData:
             raise _missing(name, root)
         check_md5(archive, ARCHIVE_MD5[name], name)
         extract_tar(archive, root, layout.folder, layout.files, name)
-    for f in layout.files:
-        if not has_md5(folder / f, FILES_MD5[name][f]):
-            raise BenchError(f"{name}: {folder / f} is not the published file (its md5 differs): it was changed or "
-                             f"damaged; delete {folder} and run `bench data fetch {name} --data-dir {root}`")
+    _verify(name, root)
     classes = [c.decode() for c in _unpickle(folder / layout.meta, name)[layout.names_key]]
     train_x, train_y = _to_tensors([_read_batch(folder / f, layout, name) for f in layout.train])
     test_x, test_y = _to_tensors([_read_batch(folder / layout.test, layout, name)])
@@ -144,6 +150,7 @@ def fetch(name: str, root: Path, progress: Progress | None = None) -> str:
     layout = LAYOUTS[name]
     folder = root / layout.folder
     if _complete(folder, layout):
+        _verify(name, root)
         return str(folder)
     archive = root / layout.archive
     if not archive.is_file() or md5sum(archive) != ARCHIVE_MD5[name]:

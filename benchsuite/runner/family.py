@@ -110,8 +110,9 @@ def run_family_analyses(plan: Plan, engine: Engine, console=None, device: str = 
         write_analyses(engine, [result])
         counts[result.status] += 1
         if console is not None:
-            status = "[green]done[/]" if result.status == "complete" else f"[red]failed[/]: {escape(result.error)}"
-            console.print(f"{status} {p.kind} over {len(p.runs)} runs")
+            what = f"{p.kind} over {len(p.runs)} runs"
+            console.print(f"[green]done[/] {what}" if result.status == "complete"
+                          else f"[red]failed[/] {what}: {escape(result.error)}")
     return counts
 
 

@@ -257,6 +257,23 @@ def ranking(groups: list[Group]) -> list[Group]:
     return sorted(groups, key=lambda g: (g.accuracy is None, -(g.accuracy or 0.0)))
 
 
+# ---------------------------------------------------------------- figures shared with benchsuite.open()
+
+PC1_CAPTION = "Fraction of variance explained by the first PC"
+PC1_LINES = dict(title="PC1 variance fraction by layer", ylabel="PC1 fraction")  # with series (seeds) and layers
+
+
+def layer_labels(r: Run) -> list[list]:
+    return [[layer.name, layer.stage] for layer in r.layers]
+
+
+def cka_figure(r: Run) -> tuple[str, dict]:
+    """Caption and `figures.heatmap` arguments of a run's CKA heatmap, its detected blocks outlined."""
+    blocks = [[b["start_layer"], b["end_layer"]] for b in r.blocks]
+    title = f"seed {r.seed}" + (f", {len(blocks)} block{'s' * (len(blocks) != 1)} outlined" if blocks else "")
+    return title, dict(values=r.cka, rows=layer_labels(r), cols=layer_labels(r), title=f"CKA, {title}", blocks=blocks)
+
+
 # ---------------------------------------------------------------- the build
 
 class _Site:
@@ -318,8 +335,7 @@ class _Site:
         runs, folder = g.complete, g.slug
         sections: dict[str, list[dict]] = defaultdict(list)
 
-        def layers(r: Run) -> list[list]:
-            return [[layer.name, layer.stage] for layer in r.layers]
+        layers = layer_labels
 
         def mean_map(section: str, attr: str, name: str, title: str, label: str) -> None:
             """The heatmap `attr` averaged over the seeds that have it (with the first one's shape)."""
@@ -342,15 +358,12 @@ class _Site:
 
         for r in runs:
             if r.cka is not None:
-                blocks = [[b["start_layer"], b["end_layer"]] for b in r.blocks]
-                title = f"seed {r.seed}" + (f", {len(blocks)} block{'s' * (len(blocks) != 1)} outlined" if blocks else "")
-                sections["cka"].append(self._fig(
-                    folder, f"cka-seed{r.seed}-{r.run_id[:8]}", figures.heatmap, caption=title, values=r.cka,
-                    rows=layers(r), cols=layers(r), title=f"CKA, {title}", blocks=blocks))
+                caption, data = cka_figure(r)
+                sections["cka"].append(self._fig(folder, f"cka-seed{r.seed}-{r.run_id[:8]}", figures.heatmap,
+                                                 caption=caption, **data))
         if len(sections["cka"]) > 1:
             mean_map("cka", "cka", "cka-mean", "CKA", "CKA")
-        by_layer("pc", "pc1", lambda r: r.pc1, "Fraction of variance explained by the first PC",
-                 "PC1 variance fraction by layer", "PC1 fraction")
+        by_layer("pc", "pc1", lambda r: r.pc1, PC1_CAPTION, **PC1_LINES)
         mean_map("pc", "pc_cosines", "pc-cosines", "First-PC squared cosine", "squared cosine")
         mean_map("pc", "cka_pc_removed", "cka-pc-removed", "CKA after removing PC1", "CKA")
         by_layer("probes", "probes", lambda r: per_layer(r.probes, "accuracy") if r.probes else None,

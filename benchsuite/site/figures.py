@@ -52,13 +52,19 @@ def svg_figure(draw: Callable[..., Figure]) -> Callable[..., bytes]:
     @functools.wraps(draw)
     def render(**data) -> bytes:
         with matplotlib.rc_context(_RC):
-            fig = draw(**data)
-            FigureCanvasAgg(fig)
             buf = io.BytesIO()
-            fig.savefig(buf, format="svg", metadata={"Date": None}, bbox_inches="tight")
+            figure(render, **data).savefig(buf, format="svg", metadata={"Date": None}, bbox_inches="tight")
         return buf.getvalue()
 
     return render
+
+
+def figure(render: Callable[..., bytes], **data) -> Figure:
+    """The matplotlib Figure behind one of the site's figures (for notebooks), drawn under its rc settings."""
+    with matplotlib.rc_context(_RC):
+        fig = render.__wrapped__(**data)
+        FigureCanvasAgg(fig)
+    return fig
 
 
 def _labels(layers: Layers, n: int) -> tuple[list[str], list]:

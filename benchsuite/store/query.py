@@ -73,6 +73,13 @@ class _Deadline:
             self.timer.cancel()
 
 
+# `bench runs` and benchsuite.open().runs(). round(x * 10) / 10: PostgreSQL has no round(double precision, int)
+RUNS_SQL = ("SELECT r.name, r.seed, r.dataset, r.status, r.epochs_done AS epochs, "
+            "(SELECT m.value FROM metrics m WHERE m.run_id = r.run_id AND m.name = 'eval_acc' "
+            " ORDER BY m.epoch DESC LIMIT 1) AS eval_acc, round(r.train_seconds * 10) / 10 AS train_s, r.run_id, r.error "
+            "FROM runs r ORDER BY r.family, r.name, r.seed")
+
+
 def run_query(sql: str, db: str | None = None, timeout: float = DEFAULT_TIMEOUT,
               max_rows: int | None = None) -> tuple[list[str], list[tuple]]:
     """Columns and rows of one read-only query, stopped after `timeout` seconds. With `max_rows`, at most
