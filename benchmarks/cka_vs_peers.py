@@ -15,8 +15,10 @@ Workloads (`--workload`, repeatable; default all three):
 smoke run of a few minutes.
 
 How each tool is run (as its users would):
-- benchsuite: one forward pass per model per batch; the probe points of all models of the
-  family go into one MinibatchCKA, whose (P, P) result is sliced into the model-pair heatmaps.
+- benchsuite: one forward pass per model per batch, each probe point's output turned into its
+  U-centred gram as it arrives (FeatureCapture(reduce=centred_gram), so a batch never holds every
+  activation at once); the grams of all models of the family go into one MinibatchCKA, whose
+  (P, P) result is sliced into the model-pair heatmaps.
 - pytorch-cka / torch-cka compare two models at a time, so a family of M models takes
   M (M + 1) / 2 pair runs, each with its own forward passes over a DataLoader of the inputs.
   torch-cka registers hooks it never removes, so each of its pair runs gets fresh copies of
@@ -204,18 +206,19 @@ def _u_centred_gram(feat: np.ndarray) -> np.ndarray:
 
 
 def run_benchsuite(models, layers, x) -> dict:
-    from benchsuite.measure import FeatureCapture, MinibatchCKA
+    from benchsuite.measure import FeatureCapture, MinibatchCKA, centred_gram
     from benchsuite.models import probe_points
 
     acc = MinibatchCKA()
     with ExitStack() as stack, torch.inference_mode():
-        captures = [stack.enter_context(FeatureCapture(m, probe_points(m))) for m in models]
+        # each activation becomes its gram as it arrives: a batch never holds every probe point's output
+        captures = [stack.enter_context(FeatureCapture(m, probe_points(m), reduce=centred_gram)) for m in models]
         for xb in batches(x):
-            feats = []
+            grams = []
             for model, cap in zip(models, captures):
                 model(xb)
-                feats.extend(cap.features)
-            acc.update(feats)
+                grams.extend(cap.features)
+            acc.update_grams(grams)
     cka = acc.compute().numpy()
     offsets = np.cumsum([0] + [len(names) for names in layers])
     return {(i, j): cka[offsets[i] : offsets[i + 1], offsets[j] : offsets[j + 1]] for i, j in pairs(len(models))}

@@ -10,6 +10,8 @@ from conftest_services import *  # noqa: F401,F403  (session fixtures: a Ray clu
 # OpenMP spin-waits that slow small models down tenfold under contention.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(1)
+# `bench run` in-process by default: worker processes (tests/test_jobs.py) cost a start-up each.
+os.environ.setdefault("BENCH_JOBS", "1")
 
 def make_spec(name: str = "tiny", *, train_size: int = 300, eval_size: int = 120, depths: str = "[8]",
               seeds: str = "[0]", epochs: int = 2, batch_size: int = 64, analyses: str = "[cka, pcs]",
@@ -48,6 +50,19 @@ def eval_features(job, batch_size: int = 50) -> list[list]:
     return batches
 
 
+# Deterministic columns of each table (timings, dates and the device string differ between the two runs).
+COMPARED = {
+    "runs": "run_id, name, seed, status, epochs_done, num_params, train_examples",
+    "metrics": "run_id, name, epoch, value",
+    "layers": "run_id, layer, name, stage, features",
+    "analyses": "analysis_id, kind, status",
+    "cka": "analysis_id, run_a, epoch_a, layer_a, run_b, epoch_b, layer_b, pc_removed, value",
+    "pcs": "analysis_id, run_id, layer, pc1_fraction, lambda1, total_variance",
+    "pc_scores": "analysis_id, run_id, layer, example, score",
+    "pc_cosines": "analysis_id, run_a, layer_a, run_b, layer_b, value",
+}
+
+
 def rows(db, sql: str) -> list[tuple]:
     """Every row of a query on a DuckDB file, opened read-only."""
     import sqlalchemy as sa
@@ -55,6 +70,15 @@ def rows(db, sql: str) -> list[tuple]:
     engine = sa.create_engine(f"duckdb:///{db}", connect_args={"read_only": True}, poolclass=sa.pool.NullPool)
     with engine.connect() as conn:
         return [tuple(r) for r in conn.execute(sa.text(sql))]
+
+
+def assert_same_rows(db_a, db_b) -> None:
+    """The deterministic columns of every table hold the same bits in both databases."""
+    for table, columns in COMPARED.items():
+        sql = f"SELECT {columns} FROM {table} ORDER BY ALL"
+        a, b = rows(db_a, sql), rows(db_b, sql)
+        assert len(a) == len(b) > 0, table
+        assert a == b, table
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 
 from benchsuite.data.loader import DeviceLoader
-from benchsuite.measure import FeatureCapture, MinibatchCKA, measure_models
+from benchsuite.measure import FeatureCapture, MinibatchCKA, centred_gram, measure_models
 from benchsuite.models import ProbePoint, create_model, probe_points
 from reference import minibatch_cka, pc1_fraction
 
@@ -86,6 +86,33 @@ def test_family_pass_matches_reference_within_cross_and_after_pc1_removal():
     s = m.pc1_scores
     assert np.isclose(cos[0, 5], np.dot(s[0], s[5]) ** 2 / (np.dot(s[0], s[0]) * np.dot(s[5], s[5])))
     assert np.allclose(np.diag(cos), 1)
+
+
+def test_grams_made_as_activations_arrive_give_the_same_cka_and_keep_no_activation():
+    """FeatureCapture(reduce=centred_gram) + MinibatchCKA.update_grams against the features path and the float64
+    reference, on batches of 50, 50, 20 and 3 (skipped); the capture holds only n x n grams, never an activation."""
+    torch.manual_seed(0)
+    model = create_model("cifar_resnet", depth=14, in_chans=1).eval()
+    points = probe_points(model)
+    batches = torch.rand(123, 1, 8, 8).split([50, 50, 20, 3])
+    plain, streamed, feats = MinibatchCKA(), MinibatchCKA(), []
+    with torch.no_grad():
+        with FeatureCapture(model, points) as cap:
+            for xb in batches:
+                model(xb)
+                plain.update(cap.features)
+                feats.append([f.flatten(1).double().numpy() for f in cap.features])
+        with FeatureCapture(model, points, reduce=centred_gram) as cap:
+            for xb in batches:
+                model(xb)
+                kept = [t for calls in cap._slots.values() for reduced in calls for t in reduced.values()]
+                assert {tuple(t.shape) for t in kept} == {(len(xb), len(xb))}
+                streamed.update_grams(cap.features)
+    assert streamed.skipped == plain.skipped == 3 and streamed.examples == 120
+    assert torch.equal(streamed.compute(), plain.compute())
+    heat = streamed.compute().numpy()
+    for i, j in [(0, 1), (2, 5), (6, 6), (0, 6)]:
+        assert abs(heat[i, j] - minibatch_cka([b[i] for b in feats[:3]], [b[j] for b in feats[:3]])) < 1e-5
 
 
 class SharedReLU(nn.Module):

@@ -14,24 +14,11 @@ import pytest
 from benchsuite.runner import execute, make_plan
 from benchsuite.spec import MeasureSpec, parse_spec
 from benchsuite.store.engine import open_store
-from conftest import make_spec, rows
+from conftest import assert_same_rows, make_spec, rows
 
 TINY = make_spec("tiny_ray", train_size=200, eval_size=100, seeds="[0, 1]")
 # Long enough (a few seconds) to be killed or interrupted after its first checkpoint.
 SLOW = TINY.replace("train_size: 200", "train_size: 600").replace("depth: [8]", "depth: [14]").replace("epochs: 2", "epochs: 4")
-
-# Deterministic columns of each table (timings, dates and the device string differ between the two runs).
-COMPARED = {
-    "runs": "run_id, name, seed, status, epochs_done, num_params, train_examples",
-    "metrics": "run_id, name, epoch, value",
-    "layers": "run_id, layer, name, stage, features",
-    "analyses": "analysis_id, kind, status",
-    "cka": "analysis_id, run_a, epoch_a, layer_a, run_b, epoch_b, layer_b, pc_removed, value",
-    "pcs": "analysis_id, run_id, layer, pc1_fraction, lambda1, total_variance",
-    "pc_scores": "analysis_id, run_id, layer, example, score",
-    "pc_cosines": "analysis_id, run_a, layer_a, run_b, layer_b, value",
-}
-
 
 def ray_tasks_of(run_id: str) -> list[int]:
     """PIDs of this test session's Ray workers running the task of `run_id` (its name is the process title)."""
@@ -86,11 +73,7 @@ def test_ray_sweep_stores_what_a_local_run_stores(ray_cluster, workdir, cli):
     assert remote.exit_code == 0, remote.output
     assert "2 complete, 0 failed" in remote.stderr
     assert sorted((workdir / "ray_artifacts" / "runs").glob("*/last.pt"))  # checkpoints in the job's artifacts
-    for table, columns in COMPARED.items():
-        sql = f"SELECT {columns} FROM {table} ORDER BY ALL"
-        a, b = rows(workdir / "local.duckdb", sql), rows(workdir / "ray.duckdb", sql)
-        assert len(a) == len(b) > 0, table
-        assert a == b, table  # same bits: one torch thread per job on both sides
+    assert_same_rows(workdir / "local.duckdb", workdir / "ray.duckdb")  # same bits: one torch thread per job on both sides
 
 
 def test_job_error_is_recorded_and_the_sweep_goes_on(ray_cluster, workdir):

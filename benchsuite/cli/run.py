@@ -38,8 +38,9 @@ def register(app: typer.Typer) -> None:
         address: Annotated[str | None, typer.Option(help="ray: auto, HOST:PORT or ray://...; default: start a local Ray instance")] = None,
         gpus: Annotated[float | None, typer.Option(help="ray: GPUs per run; default: the spec's resources, else 1 if the cluster has GPUs")] = None,
         cpus: Annotated[float | None, typer.Option(help="ray: CPU cores per run; default: the spec's resources, else 1")] = None,
-        retries: Annotated[int, typer.Option(min=0, help="ray: reruns of a job whose worker process died")] = 2,
-        threads: Annotated[int | None, typer.Option(min=1, help="torch CPU threads in this process [env: BENCH_THREADS; default: cores - 1]")] = None,
+        retries: Annotated[int, typer.Option(min=0, help="ray and --jobs: reruns of a job whose worker process died")] = 2,
+        jobs: Annotated[int | None, typer.Option(min=1, help="runs at once, in worker processes [env: BENCH_JOBS; default: one per core on CPU, 1 on GPU]")] = None,
+        threads: Annotated[int | None, typer.Option(min=1, help="torch CPU threads per job [env: BENCH_THREADS; default: 1 with several jobs, else cores - 1]")] = None,
     ) -> None:
         """Train and measure every run of a spec that the database does not hold yet."""
         from benchsuite.runner import execute, make_plan
@@ -50,8 +51,7 @@ def register(app: typer.Typer) -> None:
         from benchsuite.store.writer import record_spec
 
         spec, text = read_spec(spec_path, overrides or ())  # validate before touching the database
-        runner = _executor(executor, address, gpus, cpus, retries, spec)
-        _set_threads(threads)
+        runner = _executor(executor, address, gpus, cpus, retries, spec, jobs, threads, device)
         if not dry_run:
             from benchsuite.train.data import preflight
 
@@ -84,25 +84,36 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1)
 
 
-def _set_threads(threads: int | None) -> None:
-    """Leave a core free by default: small models gain little from more threads, and OpenMP threads
-    that outnumber the free cores spin-wait, which slows training tenfold on a busy machine."""
+def _local_executor(jobs: int | None, threads: int | None, retries: int, device: str):
+    """In this process, or in worker processes (default: benchsuite.runner.processes.default_jobs). With one
+    job, cores - 1 threads by default: OpenMP threads that outnumber the free cores spin-wait, which slows small
+    models tenfold on a busy machine. The driver computes with the jobs' thread count too, so results depend
+    on --threads alone."""
     import torch
 
-    threads = threads or int(os.environ.get("BENCH_THREADS") or 0) or max(1, (os.cpu_count() or 1) - 1)
+    from benchsuite.runner.processes import ProcessExecutor, default_jobs
+    from benchsuite.train import select_device
+
+    jobs = jobs or int(os.environ.get("BENCH_JOBS") or 0) or default_jobs(select_device(device))
+    threads = threads or int(os.environ.get("BENCH_THREADS") or 0) or (1 if jobs > 1 else max(1, (os.cpu_count() or 1) - 1))
     torch.set_num_threads(threads)
+    return ProcessExecutor(jobs, threads, retries) if jobs > 1 else None
 
 
-def _executor(name: str, address: str | None, gpus: float | None, cpus: float | None, retries: int, spec):
-    """None for the local executor; Ray resources come from the options, else from the spec."""
+def _executor(name: str, address: str | None, gpus: float | None, cpus: float | None, retries: int, spec,
+              jobs: int | None, threads: int | None, device: str):
+    """The local executor (None: this process) or Ray, whose resources come from the options, else the spec."""
     from benchsuite.errors import BenchError
 
     if name == "local":
         if address is not None or gpus is not None or cpus is not None:
             raise BenchError("--address, --gpus and --cpus need --executor ray")
-        return None
+        return _local_executor(jobs, threads, retries, device)
     if name != "ray":
         raise BenchError(f"--executor {name!r} is not one of local, ray")
+    if jobs is not None:
+        raise BenchError("--jobs is for --executor local; a Ray cluster runs as many jobs as it has resources for")
+    _local_executor(1, threads, retries, device)  # the driver's threads, for family analyses
     from benchsuite.runner.ray_executor import RayExecutor
 
     return RayExecutor(address, gpus if gpus is not None else spec.resources.gpus,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -14,17 +14,30 @@ class FeatureCapture:
     Outputs are cloned, so a later in-place op (ReLU(inplace=True)) cannot change them. A module
     used several times in one forward keeps the output of every call; a probe point's `call`
     picks one (the last by default). `features` is cleared at the start of each forward of `model`.
+
+    `reduce`: each probe point's features become `reduce(features)` as soon as its module has run,
+    and the activation itself is never kept, so a forward holds one activation at a time instead of
+    all of them: `reduce=centred_gram` with `MinibatchCKA.update_grams` (a module called several
+    times is reduced at every call).
     """
 
-    def __init__(self, model: nn.Module, points: Sequence, detach: bool = True):
-        self.model, self.points, self.detach = model, list(points), detach
-        self._slots: dict[str, list[torch.Tensor]] = {}
+    def __init__(self, model: nn.Module, points: Sequence, detach: bool = True,
+                 reduce: Callable[[torch.Tensor], torch.Tensor] | None = None):
+        self.model, self.points, self.detach, self.reduce = model, list(points), detach, reduce
+        self._slots: dict[str, list] = {}  # module -> per call: its output, or {point index: reduced}
         self._handles: list = []
 
     def _hook(self, name: str):
+        mine = [(i, p) for i, p in enumerate(self.points) if p.module == name]
+
         def hook(module, args, output):
             out = output[0] if isinstance(output, (tuple, list)) else output
-            self._slots.setdefault(name, []).append((out.detach() if self.detach else out).clone())
+            out = out.detach() if self.detach else out
+            if self.reduce is None:
+                self._slots.setdefault(name, []).append(out.clone())
+            else:
+                self._slots.setdefault(name, []).append(
+                    {i: self.reduce(read_tokens(out, p.tokens, p.prefix_tokens)) for i, p in mine})
         return hook
 
     def __enter__(self) -> "FeatureCapture":
@@ -48,6 +61,8 @@ class FeatureCapture:
         missing = [p.name for p in self.points if not self._reached(p)]
         if missing:
             raise RuntimeError(f"probe points not reached in the forward pass: {missing[:3]}")
+        if self.reduce is not None:
+            return [self._slots[p.module][p.call][i] for i, p in enumerate(self.points)]
         return [read_tokens(self._slots[p.module][p.call], p.tokens, p.prefix_tokens) for p in self.points]
 
 

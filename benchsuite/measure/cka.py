@@ -43,6 +43,11 @@ def u_centre(k: torch.Tensor) -> torch.Tensor:
     return k
 
 
+def centred_gram(x: torch.Tensor) -> torch.Tensor:
+    """A batch's U-centred linear Gram matrix, (n, n) float64: what MinibatchCKA.update_grams takes."""
+    return u_centre(gram(x))
+
+
 def linear_cka(x, y, debiased: bool = False) -> float:
     """Linear CKA between two full batches of features (n, ...), NumPy or torch, in float64.
 
@@ -89,7 +94,16 @@ class MinibatchCKA:
         if n <= 3:
             self.skipped += n
             return
-        grams = torch.stack([u_centre(gram(f)) for f in features]).flatten(1)
+        self.update_grams([centred_gram(f) for f in features])
+
+    def update_grams(self, grams: Sequence[torch.Tensor]) -> None:
+        """`update` from each probe point's `centred_gram` (made, e.g., by FeatureCapture(reduce=centred_gram)
+        as each activation arrives, so that a batch's activations are never all held at once)."""
+        n = grams[0].shape[0]
+        if n <= 3:
+            self.skipped += n
+            return
+        grams = torch.stack(list(grams)).flatten(1)
         batch_hsic = (grams @ grams.T) / (n * (n - 3))
         batch_hsic = (batch_hsic + batch_hsic.T) / 2  # BLAS does not promise an exactly symmetric G G^T
         if self.device is not None:

@@ -39,6 +39,7 @@ class Family:
     params: type[BaseModel]  # architecture parameters a spec may grid over, validated per run
     build: Callable[..., nn.Module]  # build(params, num_classes=, in_chans=, image_size=) -> model
     description: str = ""
+    stacks: bool = False  # build(..., stack=K) trains K seeds as one model (benchsuite.train.stack)
 
 
 _FAMILIES: dict[str, Family] = {}
@@ -53,11 +54,12 @@ def whole_point(info) -> bool:
     return not (info.context or {}).get("one_value")
 
 
-def register_family(name: str, params: type[BaseModel], description: str = ""):
-    """Decorator for `build(params, *, num_classes, in_chans, image_size) -> nn.Module`."""
+def register_family(name: str, params: type[BaseModel], description: str = "", stacks: bool = False):
+    """Decorator for `build(params, *, num_classes, in_chans, image_size) -> nn.Module`; with `stacks`, the
+    builder also takes `stack=K`: K runs in one model, as described in benchsuite/models/cifar_resnet.py."""
 
     def wrap(fn):
-        _FAMILIES[name] = Family(name, params, fn, description or (fn.__doc__ or "").strip().splitlines()[0])
+        _FAMILIES[name] = Family(name, params, fn, description or (fn.__doc__ or "").strip().splitlines()[0], stacks)
         return fn
 
     return wrap
@@ -80,12 +82,16 @@ def get_family(name: str) -> Family:
     return _FAMILIES[name]
 
 
-def create_model(family: str, *, num_classes: int = 10, in_chans: int = 3, image_size: int = 32,
+def create_model(family: str, *, num_classes: int = 10, in_chans: int = 3, image_size: int = 32, stack: int = 1,
                  **params: Any) -> nn.Module:
-    """Build a model of `family`; `None` values are dropped so family defaults apply."""
+    """Build a model of `family`; `None` values are dropped so family defaults apply. `stack` > 1: that
+    many runs in one model, for families that stack (its weights are meant to be loaded, see train.stack)."""
     fam = get_family(family)
     p = fam.params(**{k: v for k, v in params.items() if v is not None})
-    return fam.build(p, num_classes=num_classes, in_chans=in_chans, image_size=image_size)
+    extra = {"stack": stack} if stack > 1 else {}
+    if extra and not fam.stacks:
+        raise BenchError(f"family {family} cannot train seeds stacked")
+    return fam.build(p, num_classes=num_classes, in_chans=in_chans, image_size=image_size, **extra)
 
 
 def probe_points(model: nn.Module, selection: str | list[str] = "blocks") -> list[ProbePoint]:

@@ -8,8 +8,8 @@ another node resumes from it, and the driver's family analyses read the final ch
 
 from __future__ import annotations
 
-from benchsuite.errors import BenchError, DiskFullError
-from benchsuite.runner.jobs import Job, JobError, describe_error, run_job
+from benchsuite.errors import BenchError
+from benchsuite.runner.jobs import Job, JobError, portable, run_unit, unit_label
 from benchsuite.store.writer import RunRows
 
 
@@ -21,20 +21,15 @@ def _import_ray():
     return ray
 
 
-def _run_on_worker(job: Job) -> RunRows | JobError | DiskFullError:
-    """The task. The job's own errors are returned, not raised: Ray retries only tasks whose worker died."""
+def _run_on_worker(unit: list[Job]) -> list[RunRows | JobError]:
+    """The task. The jobs' own errors are returned, not raised: Ray retries only tasks whose worker died."""
     import ray
     import torch
 
     # Ray sets OMP_NUM_THREADS to the task's CPUs; torch follows it, so a CPU run computes what it would
     # compute locally with as many threads, whichever node runs it.
     torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
-    try:
-        return run_job(job)
-    except DiskFullError as exc:  # stops the sweep on the driver, as it does locally
-        return exc
-    except Exception as exc:
-        return JobError(describe_error(exc))
+    return portable(run_unit(unit))
 
 
 class RayExecutor:
@@ -52,7 +47,7 @@ class RayExecutor:
         gpus = self.gpus if self.gpus is not None else (1 if ray.cluster_resources().get("GPU", 0) > 0 else 0)
         return {"num_gpus": gpus, "num_cpus": self.cpus if self.cpus is not None else 1}
 
-    def submit(self, jobs, reporter):
+    def submit(self, units, reporter):
         ray = _import_ray()
         owned = not ray.is_initialized()
         if owned:
@@ -61,18 +56,18 @@ class RayExecutor:
         try:
             task = ray.remote(_run_on_worker)
             options = dict(max_retries=self.retries, retry_exceptions=False, **self.resources(ray))
-            for job in jobs:
+            for unit in units:
                 # the task's name is the worker's process title and the dashboard's label
-                name = f"bench {job.name} seed={job.config.seed} {job.run_id}"
-                pending[task.options(name=name, **options).remote(job)] = job
+                name = f"bench {unit_label(unit)} {' '.join(j.run_id for j in unit)}"
+                pending[task.options(name=name, **options).remote(unit)] = unit
             while pending:
                 (ref,), _ = ray.wait(list(pending), num_returns=1)
-                job = pending.pop(ref)
+                unit = pending.pop(ref)
                 try:
-                    outcome = ray.get(ref)
+                    outcomes = ray.get(ref)
                 except ray.exceptions.RayError as exc:  # its worker died more often than retries allow, ...
-                    outcome = exc
-                yield job, outcome
+                    outcomes = [exc] * len(unit)
+                yield from zip(unit, outcomes)
         finally:
             # Ctrl-C or an error in the driver: nothing left running on the cluster (checkpoints stay)
             for ref in pending:

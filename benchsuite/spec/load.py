@@ -184,6 +184,10 @@ def _check_semantics(spec: Spec, source: str) -> None:
         raise SpecError(source, "family.name", f"unknown family {spec.family.name!r}; allowed: {', '.join(list_families())}")
     params_model = get_family(spec.family.name).params
     allowed = list(params_model.model_fields)
+    if spec.train.stack_seeds is True and not get_family(spec.family.name).stacks:
+        stacking = ", ".join(f for f in list_families() if get_family(f).stacks)
+        raise SpecError(source, "train.stack_seeds", f"family {spec.family.name} cannot train seeds stacked "
+                                                     f"(families that can: {stacking}); use auto or false")
     if not spec.family.grids:
         raise SpecError(source, "family.grid", "empty list; give at least one grid")
     for where, grid in spec.family.grids:

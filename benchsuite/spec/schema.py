@@ -61,6 +61,10 @@ class TrainSpec(BaseModel):
     augmentation: Literal["none", "flip_crop"] = "none"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="auto: bf16 autocast on GPU, fp32 on CPU")
+    # How runs execute, not what they compute: excluded from dumps, so from run ids and stored configs.
+    stack_seeds: bool | Literal["auto"] = Field(
+        "auto", exclude=True, description="train runs that differ only in their seed as one grouped model: "
+                                          "auto (where it is faster), true (wherever the family can), false")
 
 
 class MeasureSpec(BaseModel):

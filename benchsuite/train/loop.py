@@ -26,6 +26,7 @@ from benchsuite.data.loader import DeviceLoader
 from benchsuite.errors import DiskFullError, RunFailed
 from benchsuite.spec.schema import RunConfig, TrainSpec
 from benchsuite.train.data import PreparedData
+from benchsuite.train.stack import stack_optimizer_states, stack_states, unstack_optimizer_state, unstack_state
 
 
 def select_device(preference: str = "auto") -> torch.device:
@@ -152,17 +153,28 @@ def _resume_state(checkpoint: Path, device: torch.device, model: nn.Module, note
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, loader: DeviceLoader, amp: torch.dtype | None) -> tuple[float, float]:
-    """Mean loss and accuracy over a loader, in eval mode."""
+def evaluate_runs(model: nn.Module, loader: DeviceLoader, amp: torch.dtype | None, runs: int = 1) -> list[tuple[float, float]]:
+    """Mean loss and accuracy over a loader, in eval mode, of each of the `runs` a (stacked) model holds."""
     model.eval()
-    loss_sum, correct, n = 0.0, 0, 0
+    loss_sum, correct, n = [0.0] * runs, [0] * runs, 0
     for xb, yb in loader.epoch():
         with torch.autocast(loader.device.type, dtype=amp) if amp else nullcontext():
-            logits = model(xb)
-        loss_sum += float(F.cross_entropy(logits.float(), yb, reduction="sum"))
-        correct += int((logits.argmax(1) == yb).sum())
+            logits = _run_logits(model(xb.repeat(1, runs, 1, 1) if runs > 1 else xb), runs)
+        for i in range(runs):
+            loss_sum[i] += float(F.cross_entropy(logits[:, i].float(), yb, reduction="sum"))
+            correct[i] += int((logits[:, i].argmax(1) == yb).sum())
         n += len(yb)
-    return loss_sum / n, correct / n
+    return [(loss / n, c / n) for loss, c in zip(loss_sum, correct)]
+
+
+def evaluate(model: nn.Module, loader: DeviceLoader, amp: torch.dtype | None) -> tuple[float, float]:
+    """Mean loss and accuracy over a loader, in eval mode."""
+    return evaluate_runs(model, loader, amp)[0]
+
+
+def _run_logits(out: torch.Tensor, runs: int) -> torch.Tensor:
+    """(n, runs, classes): a stacked model's output, or an ordinary one's with a runs axis of 1."""
+    return out if runs > 1 else out.unsqueeze(1)
 
 
 def train(config: RunConfig, data: PreparedData, model: nn.Module, *, device: torch.device,
@@ -175,72 +187,110 @@ def train(config: RunConfig, data: PreparedData, model: nn.Module, *, device: to
     The checkpoint is written atomically after every epoch; the model state of each epoch in
     `keep_epochs` is also kept beside it as epoch_<e>.pt.
     """
-    spec = config.train
-    model.to(device)
-    if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
+    return train_runs([config], data, [model], device=device, checkpoints=[checkpoint], on_step=on_step,
+                      on_epoch=[on_epoch], keep_epochs=keep_epochs)[0]
+
+
+def train_runs(configs: list[RunConfig], data: PreparedData, models: list[nn.Module], *, device: torch.device,
+               stacked: nn.Module | None = None, checkpoints: list[Path | None], on_step=None,
+               on_epoch: list[Callable | None], keep_epochs: list[int] = ()) -> list[TrainResult]:
+    """Train runs that differ only in their seed, as `train` trains one: with several, `stacked` is the
+    family's model for all of them (`stack=K`), loaded from `models` (or from the runs' checkpoints, which
+    must be at one epoch) and trained on the sum of the runs' losses, each run with its own data order and
+    augmentation; its state goes back into `models` and into each run's checkpoint in the ordinary format.
+    Each run's parameters get only its own loss's gradient, and every optimizer update is elementwise, so
+    each run computes what it would alone (to float32 round-off: grouped kernels sum in another order)."""
+    k = len(configs)
+    spec = configs[0].train
+    net = models[0] if k == 1 else stacked
     train_loader = DeviceLoader(data.train_x, data.train_y, batch_size=spec.batch_size, mean=data.mean, std=data.std,
                                 device=device, augment=spec.augmentation, shuffle=True,
                                 drop_last=len(data.train_y) > spec.batch_size)
     eval_loader = data.eval_loader(device)
-    optimizer = build_optimizer(model, spec)
     steps_per_epoch = len(train_loader)
     total_steps = spec.epochs * steps_per_epoch
     amp = autocast_dtype(spec.precision, device)
+    if k > 1 and amp is torch.float16:
+        raise ValueError("stacked seeds share one fp16 loss scale, so they would skip each other's steps")
     scaler = torch.amp.GradScaler(device.type, enabled=amp is torch.float16)
 
-    result = TrainResult(model=model, device=str(device))
-    state = _resume_state(checkpoint, device, model, result.notes) if checkpoint is not None and checkpoint.exists() else None
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        result.metrics, result.epochs_done = state["metrics"], state["epoch"]
-        result.train_seconds, result.resumed_from = state["train_seconds"], state["epoch"]
+    results = [TrainResult(model=m, device=str(device)) for m in models]
+    states = [_resume_state(c, device, m, r.notes) if c is not None and c.exists() else None
+              for c, m, r in zip(checkpoints, models, results)]
+    if len({s["epoch"] if s else 0 for s in states}) > 1:
+        raise ValueError("runs stacked together must resume from checkpoints of one epoch")
+    if states[0] is not None:
+        for m, r, s in zip(models, results, states):
+            m.load_state_dict(s["model"])
+            r.metrics, r.epochs_done, r.train_seconds, r.resumed_from = s["metrics"], s["epoch"], s["train_seconds"], s["epoch"]
+    if k > 1:
+        net.load_state_dict(stack_states([m.state_dict() for m in models]))
+    net.to(device)
+    if device.type == "cuda":
+        net.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(net, spec)
+    if states[0] is not None:
+        optimizer.load_state_dict(stack_optimizer_states([s["optimizer"] for s in states]) if k > 1 else states[0]["optimizer"])
+        scaler.load_state_dict(states[0]["scaler"])
 
-    for epoch in range(result.epochs_done, spec.epochs):
-        generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
-        model.train()
+    for epoch in range(results[0].epochs_done, spec.epochs):
+        generators = [torch.Generator().manual_seed(c.seed * 1_000_003 + epoch) for c in configs]
+        net.train()
         start = time.perf_counter()
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
+        loss_sum = torch.zeros(k, device=device)
+        correct = torch.zeros(k, device=device, dtype=torch.long)
         seen = 0
-        for b, (xb, yb) in enumerate(train_loader.epoch(generator)):
+        for b, batches in enumerate(zip(*(train_loader.epoch(g) for g in generators))):
             step = epoch * steps_per_epoch + b
             for group in optimizer.param_groups:
                 group["lr"] = spec.lr * lr_factor(spec, step, total_steps, steps_per_epoch)
+            xs, ys = zip(*batches)
             with torch.autocast(device.type, dtype=amp) if amp else nullcontext():
-                logits = model(xb)
-                loss = F.cross_entropy(logits.float(), yb, label_smoothing=spec.label_smoothing)
+                logits = _run_logits(net(xs[0] if k == 1 else torch.cat(xs, 1)), k)
+                losses = [F.cross_entropy(logits[:, i].float(), y, label_smoothing=spec.label_smoothing)
+                          for i, y in enumerate(ys)]
+                loss = losses[0] if k == 1 else torch.stack(losses).sum()
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
-            loss_sum += loss.detach() * len(yb)
-            correct += (logits.detach().argmax(1) == yb).sum()
-            seen += len(yb)
+            for i, y in enumerate(ys):
+                loss_sum[i] += losses[i].detach() * len(y)
+                correct[i] += (logits[:, i].detach().argmax(1) == y).sum()
+            seen += len(ys[0])
             if on_step:
                 on_step(epoch, b + 1, steps_per_epoch)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        result.train_seconds += time.perf_counter() - start
-        train_loss = float(loss_sum) / seen
-        if not math.isfinite(train_loss):
-            raise Diverged(epoch + 1, train_loss)  # before the checkpoint: the last one stays finite
-        eval_loss, eval_acc = evaluate(model, eval_loader, amp)
-        if not math.isfinite(eval_loss):  # finite in training, overflowing in eval mode (BatchNorm statistics)
-            raise Diverged(epoch + 1, eval_loss, "evaluation loss")
-        values = {"train_loss": train_loss, "train_acc": float(correct) / seen,
-                  "eval_loss": eval_loss, "eval_acc": eval_acc, "lr": optimizer.param_groups[0]["lr"]}
-        result.metrics += [{"name": k, "epoch": epoch + 1, "value": v} for k, v in values.items()]
-        result.epochs_done = epoch + 1
-        if checkpoint is not None:
-            _atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                          "scaler": scaler.state_dict(), "metrics": result.metrics, "epoch": epoch + 1,
-                          "train_seconds": result.train_seconds}, checkpoint)
-            if epoch + 1 in keep_epochs:
-                _atomic_save({"model": model.state_dict(), "epoch": epoch + 1}, checkpoint.with_name(f"epoch_{epoch + 1}.pt"))
-        if on_epoch:
-            on_epoch(epoch + 1, [{"name": k, "value": v} for k, v in values.items()])
-    model.eval()
-    return result
+        elapsed = time.perf_counter() - start
+        train_loss = [float(v) / seen for v in loss_sum]
+        for loss in train_loss:
+            if not math.isfinite(loss):
+                raise Diverged(epoch + 1, loss)  # before the checkpoint: the last one stays finite
+        evaluated = evaluate_runs(net, eval_loader, amp, k)
+        for eval_loss, _ in evaluated:
+            if not math.isfinite(eval_loss):  # finite in training, overflowing in eval mode (BatchNorm statistics)
+                raise Diverged(epoch + 1, eval_loss, "evaluation loss")
+        run_states = [net.state_dict()] if k == 1 else unstack_state(net.state_dict(), k)
+        run_optimizers = [optimizer.state_dict()] if k == 1 else unstack_optimizer_state(optimizer.state_dict(), k)
+        for i, r in enumerate(results):
+            (eval_loss, eval_acc) = evaluated[i]
+            values = {"train_loss": train_loss[i], "train_acc": float(correct[i]) / seen,
+                      "eval_loss": eval_loss, "eval_acc": eval_acc, "lr": optimizer.param_groups[0]["lr"]}
+            r.metrics += [{"name": n, "epoch": epoch + 1, "value": v} for n, v in values.items()]
+            r.epochs_done = epoch + 1
+            r.train_seconds += elapsed
+            if checkpoints[i] is not None:
+                _atomic_save({"model": run_states[i], "optimizer": run_optimizers[i], "scaler": scaler.state_dict(),
+                              "metrics": r.metrics, "epoch": epoch + 1, "train_seconds": r.train_seconds}, checkpoints[i])
+                if epoch + 1 in keep_epochs:
+                    _atomic_save({"model": run_states[i], "epoch": epoch + 1}, checkpoints[i].with_name(f"epoch_{epoch + 1}.pt"))
+            if on_epoch[i]:
+                on_epoch[i](epoch + 1, [{"name": n, "value": v} for n, v in values.items()])
+    if k > 1:
+        for m, state in zip(models, unstack_state(net.state_dict(), k)):
+            m.load_state_dict(state)
+            m.to(device)
+    for m in models:
+        m.eval()
+    return results
