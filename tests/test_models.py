@@ -60,3 +60,30 @@ def test_probe_selection_all_and_globs():
     assert {"Conv2d", "BatchNorm2d", "ReLU", "Add"} <= kinds
     adds = probe_points(model, ["stages.*.add"])
     assert [p.stage for p in adds] == [1, 2, 3]
+
+
+def test_zero_init_residual_starts_every_block_as_its_shortcut(workdir, cli):
+    from types import SimpleNamespace
+
+    from benchsuite.runner.jobs import build_model
+    from benchsuite.spec import canonical_json, expand, parse_spec, run_id
+    from conftest import TINY_SPEC
+
+    plain = expand(parse_spec(TINY_SPEC))[0]
+    zeroed = expand(parse_spec(TINY_SPEC.replace("lr: 0.05", "lr: 0.05, zero_init_residual: true")))[0]
+    # Runs stored before the option existed keep their ids: the default is left out of the hash.
+    assert "zero_init_residual" not in canonical_json(plain) and run_id(zeroed) != run_id(plain)
+    assert '"zero_init_residual":true' in canonical_json(zeroed)
+
+    data = SimpleNamespace(num_classes=10, in_chans=1, image_size=8)
+    model = build_model(SimpleNamespace(config=zeroed), data).eval()
+    assert all(not b.bn2.weight.any() for b in model.modules() if hasattr(b, "bn2"))
+    x = torch.randn(5, 1, 8, 8)
+    h = model.stem(x)  # after a ReLU, so the first block (identity shortcut) returns it unchanged
+    assert torch.equal(model.stages[0][0](h), h)
+    assert build_model(SimpleNamespace(config=plain), data).stages[0][0].bn2.weight.all()
+
+    (workdir / "vit.yaml").write_text("name: v\nfamily: {name: vit, grid: {depth: [2]}}\ntrain: {zero_init_residual: true}\n")
+    result = cli("validate", "vit.yaml")
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "vit.yaml: train.zero_init_residual: family vit has no residual branches to zero" in result.stderr

@@ -139,3 +139,11 @@ def test_query_formats_and_errors(tiny_spec, cli):
 def test_query_without_database_says_what_to_do(workdir, cli):
     result = cli("query", "SELECT 1")
     assert result.exit_code == 2 and "run `bench run SPEC` first" in result.stderr
+
+
+def test_eval_every_evaluates_on_schedule_and_after_the_last_epoch(workdir, cli):
+    (workdir / "s.yaml").write_text(TINY_SPEC.replace("epochs: 2", "epochs: 5, eval_every: 2"))
+    assert cli("run", "s.yaml").exit_code == 0
+    db = workdir / "bench.duckdb"
+    assert rows(db, "SELECT epoch FROM metrics WHERE name = 'eval_acc' ORDER BY epoch") == [(2,), (4,), (5,)]
+    assert rows(db, "SELECT count(*) FROM metrics WHERE name = 'train_loss'") == [(5,)]

@@ -101,6 +101,12 @@ class CifarResNet(nn.Module):
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
+    def zero_init_residual(self) -> None:
+        """Zero the last BatchNorm scale of every residual branch: each block starts as its shortcut."""
+        for m in self.modules():
+            if isinstance(m, BasicBlock):
+                nn.init.zeros_(m.bn2.weight)
+
     def forward_features(self, x):
         return self.pool(self.stages(self.stem(x))).flatten(1)
 
@@ -109,7 +115,7 @@ class CifarResNet(nn.Module):
 
 
 @register_family("cifar_resnet", CifarResNetParams, "ResNet v1 for CIFAR: depth 6n+2, stage widths 16k/32k/64k",
-                 stacks=True)
+                 stacks=True, zero_init=True)
 def _create_cifar_resnet(p: CifarResNetParams, *, num_classes: int, in_chans: int, image_size: int,
                          stack: int = 1) -> nn.Module:
     return CifarResNet(p.depth, p.width, num_classes, in_chans, stack)

@@ -40,6 +40,7 @@ class Family:
     build: Callable[..., nn.Module]  # build(params, num_classes=, in_chans=, image_size=) -> model
     description: str = ""
     stacks: bool = False  # build(..., stack=K) trains K seeds as one model (benchsuite.train.stack)
+    zero_init: bool = False  # its models have zero_init_residual() (train.zero_init_residual)
 
 
 _FAMILIES: dict[str, Family] = {}
@@ -54,12 +55,15 @@ def whole_point(info) -> bool:
     return not (info.context or {}).get("one_value")
 
 
-def register_family(name: str, params: type[BaseModel], description: str = "", stacks: bool = False):
+def register_family(name: str, params: type[BaseModel], description: str = "", stacks: bool = False,
+                    zero_init: bool = False):
     """Decorator for `build(params, *, num_classes, in_chans, image_size) -> nn.Module`; with `stacks`, the
-    builder also takes `stack=K`: K runs in one model, as described in benchsuite/models/cifar_resnet.py."""
+    builder also takes `stack=K`: K runs in one model, as described in benchsuite/models/cifar_resnet.py;
+    with `zero_init`, its models have `zero_init_residual()`."""
 
     def wrap(fn):
-        _FAMILIES[name] = Family(name, params, fn, description or (fn.__doc__ or "").strip().splitlines()[0], stacks)
+        _FAMILIES[name] = Family(name, params, fn, description or (fn.__doc__ or "").strip().splitlines()[0],
+                                     stacks, zero_init)
         return fn
 
     return wrap

@@ -81,8 +81,11 @@ def run_row(job: Job, **extra) -> dict:
 
 def build_model(job: Job, data, stack: int = 1) -> torch.nn.Module:
     torch.manual_seed(job.config.seed)
-    return create_model(job.config.family, num_classes=data.num_classes, in_chans=data.in_chans,
-                        image_size=data.image_size, stack=stack, **job.config.params)
+    model = create_model(job.config.family, num_classes=data.num_classes, in_chans=data.in_chans,
+                         image_size=data.image_size, stack=stack, **job.config.params)
+    if job.config.train.zero_init_residual:
+        model.zero_init_residual()
+    return model
 
 
 def _start(job: Job):

@@ -188,6 +188,10 @@ def _check_semantics(spec: Spec, source: str) -> None:
         stacking = ", ".join(f for f in list_families() if get_family(f).stacks)
         raise SpecError(source, "train.stack_seeds", f"family {spec.family.name} cannot train seeds stacked "
                                                      f"(families that can: {stacking}); use auto or false")
+    if spec.train.zero_init_residual and not get_family(spec.family.name).zero_init:
+        able = ", ".join(f for f in list_families() if get_family(f).zero_init)
+        raise SpecError(source, "train.zero_init_residual", f"family {spec.family.name} has no residual branches to "
+                                                            f"zero (families that do: {able}); set it to false")
     if not spec.family.grids:
         raise SpecError(source, "family.grid", "empty list; give at least one grid")
     for where, grid in spec.family.grids:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
 from benchsuite.measure.similarity import MeasureChoice, list_measures
 from benchsuite.registry import name_and_options
@@ -57,6 +57,11 @@ class TrainSpec(BaseModel):
     step_milestones: list[float] = Field([0.5, 0.75], description="step schedule: fractions of training")
     step_gamma: float = Field(0.1, gt=0)
     warmup_epochs: int = Field(0, ge=0)
+    eval_every: int = Field(1, ge=1, description="evaluate every this many epochs (and after the last): a large "
+                                                 "evaluation set costs more than a small training set's epoch")
+    zero_init_residual: bool = Field(
+        False, description="start each residual branch's last BatchNorm scale at 0, so every block begins as "
+                           "the identity (Goyal et al. 2017; torchvision's zero_init_residual)")
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     augmentation: Literal["none", "flip_crop"] = "none"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
@@ -65,6 +70,15 @@ class TrainSpec(BaseModel):
     stack_seeds: bool | Literal["auto"] = Field(
         "auto", exclude=True, description="train runs that differ only in their seed as one grouped model: "
                                           "auto (where it is faster), true (wherever the family can), false")
+
+    @model_serializer(mode="wrap")
+    def _omit_later_defaults(self, handler):
+        # Fields added after runs were stored are left out at their default, so those run ids stay.
+        d = handler(self)
+        for name in ("eval_every", "zero_init_residual"):
+            if getattr(self, name) == type(self).model_fields[name].default:
+                d.pop(name, None)
+        return d
 
 
 class MeasureSpec(BaseModel):
