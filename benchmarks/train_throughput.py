@@ -14,7 +14,8 @@ loader, SGD, the per-epoch evaluation excluded as `train_seconds` excludes it) o
 - default, S seeds: what `bench run` picks for a sweep of S seeds of one architecture (jobs, threads and
   stacking as `bench run` chooses them on this device), from the first step to the last run's end.
 
-On CUDA it also tries, for the plain loop and stacking: fp32 against bf16 autocast (`precision`), without
+On CPU it also times the plain loop with `precision: bf16` (channels-last, oneDNN). On CUDA it also tries,
+for the plain loop and stacking: fp32 against bf16 autocast (`precision`), without
 channels_last, and `torch.compile`. On a machine shared with other processes, figures move with their load:
 the ratios, measured within one run, move less than the images/s.
 """
@@ -200,6 +201,8 @@ def main() -> None:
                         rows.append((f"jobs {cores}", cores * BATCH * steps / seconds))
                     if device.type == "cuda":
                         rows += _cuda_rows(depth, width, size, steps, max(args.stacks))
+                if device.type == "cpu":  # opt-in on CPU: the loop then trains channels-last
+                    rows.append(("plain, precision bf16", rate(depth, width, 1, size, steps, device, "bf16")))
                 ratio, how = default_ratio(depth, width, size, steps, args.seeds, device, plain)
                 rows.append((f"default, {args.seeds} seeds ({how})", ratio * plain))
                 if device.type == "cuda":

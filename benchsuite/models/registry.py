@@ -62,8 +62,8 @@ def register_family(name: str, params: type[BaseModel], description: str = "", s
     with `zero_init`, its models have `zero_init_residual()`."""
 
     def wrap(fn):
-        _FAMILIES[name] = Family(name, params, fn, description or (fn.__doc__ or "").strip().splitlines()[0],
-                                     stacks, zero_init)
+        summary = description or (fn.__doc__ or "").strip().splitlines()[0]
+        _FAMILIES[name] = Family(name, params, fn, summary, stacks, zero_init)
         return fn
 
     return wrap

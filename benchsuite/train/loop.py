@@ -270,17 +270,17 @@ def train_runs(configs: list[RunConfig], data: PreparedData, models: list[nn.Mod
             if not math.isfinite(loss):
                 raise Diverged(epoch + 1, loss)  # before the checkpoint: the last one stays finite
         due = (epoch + 1) % spec.eval_every == 0 or epoch + 1 == spec.epochs
-        evaluated = evaluate_runs(net, eval_loader, amp, k) if due else [(None, None)] * k
-        for eval_loss, _ in evaluated if due else ():
+        evaluated = evaluate_runs(net, eval_loader, amp, k) if due else []
+        for eval_loss, _ in evaluated:
             if not math.isfinite(eval_loss):  # finite in training, overflowing in eval mode (BatchNorm statistics)
                 raise Diverged(epoch + 1, eval_loss, "evaluation loss")
         run_states = [net.state_dict()] if k == 1 else unstack_state(net.state_dict(), k)
         run_optimizers = [optimizer.state_dict()] if k == 1 else unstack_optimizer_state(optimizer.state_dict(), k)
         for i, r in enumerate(results):
-            (eval_loss, eval_acc) = evaluated[i]
-            values = {"train_loss": train_loss[i], "train_acc": float(correct[i]) / seen,
-                      "eval_loss": eval_loss, "eval_acc": eval_acc, "lr": optimizer.param_groups[0]["lr"]}
-            values = {n: v for n, v in values.items() if v is not None}
+            values = {"train_loss": train_loss[i], "train_acc": float(correct[i]) / seen}
+            if evaluated:
+                values["eval_loss"], values["eval_acc"] = evaluated[i]
+            values["lr"] = optimizer.param_groups[0]["lr"]
             r.metrics += [{"name": n, "epoch": epoch + 1, "value": v} for n, v in values.items()]
             r.epochs_done = epoch + 1
             r.train_seconds += elapsed
