@@ -36,9 +36,10 @@ class DeviceLoader:
         self.device = torch.device(device)
         # Normalise after the move: uint8 input crosses to the device at a quarter of the float size.
         x = x.to(self.device)
-        mean_t = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
-        std_t = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
-        self.x = ((x.float() - mean_t) / std_t).contiguous()
+        # The default dtype: float32, unless a caller wants float64 (the stacked-seed equivalence tests).
+        mean_t = torch.tensor(mean, device=self.device).view(1, -1, 1, 1)
+        std_t = torch.tensor(std, device=self.device).view(1, -1, 1, 1)
+        self.x = ((x.to(mean_t.dtype) - mean_t) / std_t).contiguous()
         self.y = y.to(self.device)
         self.batch_size, self.augment, self.shuffle, self.drop_last = batch_size, augment, shuffle, drop_last
         self.channels_last = self.device.type == "cuda" if channels_last is None else channels_last

@@ -161,7 +161,7 @@ def evaluate_runs(model: nn.Module, loader: DeviceLoader, amp: torch.dtype | Non
         with torch.autocast(loader.device.type, dtype=amp) if amp else nullcontext():
             logits = _run_logits(model(xb.repeat(1, runs, 1, 1) if runs > 1 else xb), runs)
         for i in range(runs):
-            loss_sum[i] += float(F.cross_entropy(logits[:, i].float(), yb, reduction="sum"))
+            loss_sum[i] += float(F.cross_entropy(_full(logits[:, i]), yb, reduction="sum"))
             correct[i] += int((logits[:, i].argmax(1) == yb).sum())
         n += len(yb)
     return [(loss / n, c / n) for loss, c in zip(loss_sum, correct)]
@@ -170,6 +170,11 @@ def evaluate_runs(model: nn.Module, loader: DeviceLoader, amp: torch.dtype | Non
 def evaluate(model: nn.Module, loader: DeviceLoader, amp: torch.dtype | None) -> tuple[float, float]:
     """Mean loss and accuracy over a loader, in eval mode."""
     return evaluate_runs(model, loader, amp)[0]
+
+
+def _full(logits: torch.Tensor) -> torch.Tensor:
+    """Logits for the loss: autocast's bf16/fp16 upcast to float32, float32 and float64 as they are."""
+    return logits.to(torch.promote_types(logits.dtype, torch.float32))
 
 
 def _run_logits(out: torch.Tensor, runs: int) -> torch.Tensor:
@@ -249,7 +254,7 @@ def train_runs(configs: list[RunConfig], data: PreparedData, models: list[nn.Mod
             xs, ys = zip(*batches)
             with torch.autocast(device.type, dtype=amp) if amp else nullcontext():
                 logits = _run_logits(net(xs[0] if k == 1 else torch.cat(xs, 1)), k)
-                losses = [F.cross_entropy(logits[:, i].float(), y, label_smoothing=spec.label_smoothing)
+                losses = [F.cross_entropy(_full(logits[:, i]), y, label_smoothing=spec.label_smoothing)
                           for i, y in enumerate(ys)]
                 loss = losses[0] if k == 1 else torch.stack(losses).sum()
             optimizer.zero_grad(set_to_none=True)
