@@ -1,6 +1,6 @@
 """Training throughput of benchsuite's execution strategies, as ratios to the plain loop measured in the same run.
 
-    python benchmarks/train_throughput.py --quick            # the default combination, ResNet-20 at 28x28 (~2 min)
+    python benchmarks/train_throughput.py --quick            # the default combination, ResNet-20 at 28x28 (~4 min)
     python benchmarks/train_throughput.py [--device cuda] [--depths 20 56 110] [--widths 1 4] [--sizes 28 32]
 
 Every figure is images/s of benchsuite's own training loop (`benchsuite.train.loop.train_runs`: the device
@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
+import statistics
 import time
 from contextlib import nullcontext
 
@@ -56,7 +57,7 @@ def config(depth: int, width: int, seed: int, precision: str = "auto", stack_see
 
 
 def train_seconds(depth: int, width: int, seeds: list[int], data: PreparedData, device: torch.device,
-                  precision: str = "auto") -> float:
+                  precision: str = "auto", channels_last: bool = True) -> float:
     """Seconds of benchsuite's loop training `seeds` together (one seed: the plain loop) for one epoch."""
     configs = [config(depth, width, s, precision) for s in seeds]
     models = []
@@ -67,14 +68,16 @@ def train_seconds(depth: int, width: int, seeds: list[int], data: PreparedData, 
     stacked = create_model("cifar_resnet", num_classes=10, in_chans=data.in_chans, image_size=data.image_size,
                            stack=len(seeds), depth=depth, width=width) if len(seeds) > 1 else None
     results = train_runs(configs, data, models, device=device, stacked=stacked, checkpoints=[None] * len(seeds),
-                         on_epoch=[None] * len(seeds))
+                         on_epoch=[None] * len(seeds), channels_last=channels_last)
     return results[0].train_seconds
 
 
-def rate(depth: int, width: int, k: int, size: int, steps: int, device: torch.device, precision: str = "auto") -> float:
+def rate(depth: int, width: int, k: int, size: int, steps: int, device: torch.device, precision: str = "auto",
+         channels_last: bool = True) -> float:
     """Images/s (all K runs counted) after a one-step warm-up."""
-    train_seconds(depth, width, list(range(k)), synthetic(size, 1), device, precision)
-    return k * BATCH * steps / train_seconds(depth, width, list(range(k)), synthetic(size, steps), device, precision)
+    seeds = list(range(k))
+    train_seconds(depth, width, seeds, synthetic(size, 1), device, precision, channels_last)
+    return k * BATCH * steps / train_seconds(depth, width, seeds, synthetic(size, steps), device, precision, channels_last)
 
 
 def _worker(units, depth, width, size, steps, device, ready, go, out):
@@ -176,12 +179,14 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[28, 32])
     parser.add_argument("--stacks", type=int, nargs="+", default=[2, 3, 4, 8])
     parser.add_argument("--seeds", type=int, default=3, help="seeds of the `default` sweep")
-    parser.add_argument("--steps", type=int, default=None, help="timed steps per figure (default 10 on CPU, 50 on GPU)")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per figure (default 20 on CPU, 50 on GPU)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the plain and stacked loops")
+    parser.add_argument("--repeats", type=int, default=None, help="rounds per figure, median reported (default 3 with --quick, else 1)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    steps = args.steps or (50 if device.type == "cuda" else 10)
+    steps = args.steps or (50 if device.type == "cuda" else 20)
+    args.repeats = args.repeats or (3 if args.quick else 1)
     if args.quick:
         args.depths, args.widths, args.sizes, args.stacks = [20], [1], [28], [3]
     cores = os.cpu_count() or 1
@@ -192,25 +197,39 @@ def main() -> None:
     for depth in args.depths:
         for width in args.widths:
             for size in args.sizes:
-                plain = rate(depth, width, 1, size, steps, device)
-                rows = []
-                if not args.quick:
-                    rows += [(f"stacked K={k}", rate(depth, width, k, size, steps, device)) for k in args.stacks]
-                    if device.type == "cpu" and cores > 1:
-                        seconds = parallel_seconds([[0]] * cores, cores, depth, width, size, steps, "cpu")
-                        rows.append((f"jobs {cores}", cores * BATCH * steps / seconds))
-                    if device.type == "cuda":
-                        rows += _cuda_rows(depth, width, size, steps, max(args.stacks))
-                if device.type == "cpu":  # opt-in on CPU: the loop then trains channels-last
-                    rows.append(("plain, precision bf16", rate(depth, width, 1, size, steps, device, "bf16")))
-                ratio, how = default_ratio(depth, width, size, steps, args.seeds, device, plain)
-                rows.append((f"default, {args.seeds} seeds ({how})", ratio * plain))
-                if device.type == "cuda":
-                    rows.append(("GPU memory peak (MiB)", torch.cuda.max_memory_allocated() / 2**20))
-                for name, value in rows:
-                    ratio_text = "" if name.startswith("GPU memory") else f"{value / plain:.2f}x"
+                # Rounds interleave the strategies, so that a slow spell of a shared host hits them alike; each
+                # ratio is against its own round's plain loop, and the median round is reported.
+                rounds = [figures(args, depth, width, size, steps, device, cores) for _ in range(args.repeats)]
+                plain = statistics.median(p for p, _ in rounds)
+                for name in rounds[0][1]:
+                    value = statistics.median(r[name] for _, r in rounds)
+                    ratios = sorted(r[name] / p for p, r in rounds)
+                    ratio_text = "" if name.startswith("GPU memory") else f"{statistics.median(ratios):.2f}x"
+                    if ratio_text and len(ratios) > 1:
+                        ratio_text += f" ({ratios[0]:.2f}-{ratios[-1]:.2f})"
                     print(f"| ResNet-{depth} x{width} | {size}x{size} | {plain:,.0f} | {name} | {value:,.0f} | {ratio_text} |",
                           flush=True)
+
+
+def figures(args, depth: int, width: int, size: int, steps: int, device: torch.device, cores: int) -> tuple[float, dict]:
+    """One round: the plain loop's images/s and each strategy's."""
+    plain = rate(depth, width, 1, size, steps, device, channels_last=False)
+    rows = []
+    if not args.quick:
+        rows += [(f"stacked K={k}", rate(depth, width, k, size, steps, device)) for k in args.stacks]
+        if device.type == "cpu" and cores > 1:
+            seconds = parallel_seconds([[0]] * cores, cores, depth, width, size, steps, "cpu")
+            rows.append((f"jobs {cores}", cores * BATCH * steps / seconds))
+        if device.type == "cuda":
+            rows += _cuda_rows(depth, width, size, steps, max(args.stacks))
+    rows.append(("plain, channels-last", rate(depth, width, 1, size, steps, device)))
+    if device.type == "cpu":  # opt-in on CPU
+        rows.append(("plain, channels-last, precision bf16", rate(depth, width, 1, size, steps, device, "bf16")))
+    ratio, how = default_ratio(depth, width, size, steps, args.seeds, device, plain)
+    rows.append((f"default, {args.seeds} seeds ({how})", ratio * plain))
+    if device.type == "cuda":
+        rows.append(("GPU memory peak (MiB)", torch.cuda.max_memory_allocated() / 2**20))
+    return plain, dict(rows)
 
 
 def _cuda_rows(depth: int, width: int, size: int, steps: int, k: int) -> list[tuple[str, float]]:

@@ -198,19 +198,19 @@ def train(config: RunConfig, data: PreparedData, model: nn.Module, *, device: to
 
 def train_runs(configs: list[RunConfig], data: PreparedData, models: list[nn.Module], *, device: torch.device,
                stacked: nn.Module | None = None, checkpoints: list[Path | None], on_step=None,
-               on_epoch: list[Callable | None], keep_epochs: list[int] = ()) -> list[TrainResult]:
+               on_epoch: list[Callable | None], keep_epochs: list[int] = (), channels_last: bool = True) -> list[TrainResult]:
     """Train runs that differ only in their seed, as `train` trains one: with several, `stacked` is the
     family's model for all of them (`stack=K`), loaded from `models` (or from the runs' checkpoints, which
     must be at one epoch) and trained on the sum of the runs' losses, each run with its own data order and
     augmentation; its state goes back into `models` and into each run's checkpoint in the ordinary format.
     Each run's parameters get only its own loss's gradient, and every optimizer update is elementwise, so
-    each run computes what it would alone (to float32 round-off: grouped kernels sum in another order)."""
+    each run computes what it would alone (to float32 round-off: grouped kernels sum in another order).
+    Convolutions run channels-last, fastest on GPUs and through oneDNN on CPUs; `channels_last=False` keeps
+    the contiguous loop (the benchmarks' baseline)."""
     k = len(configs)
     spec = configs[0].train
     net = models[0] if k == 1 else stacked
     amp = autocast_dtype(spec.precision, device)
-    # Convolutions are fastest channels-last on GPUs, and in bf16 on CPUs too (oneDNN, AMX where present).
-    channels_last = device.type == "cuda" or amp is torch.bfloat16
     train_loader = DeviceLoader(data.train_x, data.train_y, batch_size=spec.batch_size, mean=data.mean, std=data.std,
                                 device=device, augment=spec.augmentation, shuffle=True,
                                 drop_last=len(data.train_y) > spec.batch_size, channels_last=channels_last)
