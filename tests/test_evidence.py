@@ -1,6 +1,8 @@
 """What counts as evidence, end to end through `bench run`: a diverged run fails and leaves no
 measurements; two probe settings of one run never mix; seeds are paired only within one setting."""
 
+import re
+
 import numpy as np
 
 from benchsuite.report.claims import Results
@@ -15,9 +17,13 @@ def test_a_diverged_run_fails_with_its_epoch_and_leaves_no_measurements(workdir,
                                       .replace("lr: 0.05", "lr: 1.0e6"))
     result = cli("run", "div.yaml")
     assert result.exit_code == 1
-    assert result.stderr.count("diverged at epoch 1: training loss nan") == 4  # every run tried, none stops the sweep
+    # Every run tried, none stops the sweep. Which loss turns NaN first depends on the depth: a shallow model's
+    # BatchNorm keeps the training loss finite while its running statistics make the evaluation loss NaN.
+    diverged = re.compile(r"diverged at epoch 1: (training|evaluation) loss nan")
+    assert len(diverged.findall(result.stderr)) == 4, result.stderr
     db = workdir / "bench.duckdb"
-    assert rows(db, "SELECT status, error FROM runs") == [("failed", "diverged at epoch 1: training loss nan")] * 4
+    stored = rows(db, "SELECT status, error FROM runs")
+    assert len(stored) == 4 and all(s == "failed" and diverged.fullmatch(e) for s, e in stored), stored
     for table in ("cka", "pcs", "blocks", "block_scores", "layers", "metrics"):
         assert rows(db, f"SELECT count(*) FROM {table}") == [(0,)], table
     # The same database goes on: a good spec completes, and claims list the diverged runs as excluded.
@@ -29,7 +35,7 @@ def test_a_diverged_run_fails_with_its_epoch_and_leaves_no_measurements(workdir,
         reasons = [why for spec, _, _, _, why in results.excluded() if spec == "div"]
     finally:
         results.close()
-    assert reasons == ["failed: diverged at epoch 1: training loss nan"] * 4
+    assert sorted(reasons) == sorted(f"failed: {e}" for _, e in stored)
 
 
 def _heatmaps(db, spec: str) -> dict[str, np.ndarray]:
