@@ -31,8 +31,9 @@ analyses: {analyses}
 TINY_SPEC = make_spec()
 
 
-def eval_features(job, batch_size: int = 50) -> list[list]:
-    """A stored run's probe-point activations (NumPy), batch by batch over the evaluation set, from its checkpoint."""
+def eval_features(job, batch_size: int = 50, examples: int | None = None) -> list[list]:
+    """A stored run's probe-point activations (NumPy), batch by batch over the evaluation set (its class-balanced
+    subset of `examples`), from its checkpoint."""
     from benchsuite.measure import FeatureCapture
     from benchsuite.models import probe_points
     from benchsuite.runner.jobs import build_model
@@ -44,7 +45,7 @@ def eval_features(job, batch_size: int = 50) -> list[list]:
     model.eval()
     batches = []
     with FeatureCapture(model, probe_points(model)) as cap, torch.no_grad():
-        for xb, _ in data.eval_loader("cpu").epoch():
+        for xb, _ in data.eval_loader("cpu", examples).epoch():
             model(xb)
             batches.append([f.numpy() for f in cap.features])
     return batches

@@ -66,6 +66,43 @@ def test_measured_cka_matches_reference_on_the_trained_model(tiny_spec, cli):
             assert abs(stored[i, j] - ref) < 1e-6
 
 
+def test_measure_examples_measure_a_balanced_subset_and_accuracy_reads_every_example(workdir, cli):
+    """measure.examples: CKA, PCs and probes read a class-balanced subset of the evaluation set; accuracy and
+    predictions read all of it; a spec without the field keeps its measurement id."""
+    from benchsuite.runner import make_plan
+    from benchsuite.spec import load_spec
+    from benchsuite.train import prepare_data
+    from conftest import make_spec
+    from reference import minibatch_cka, pc1_fraction
+
+    spec = workdir / "sub.yaml"
+    spec.write_text(make_spec("sub", eval_size=200, analyses="[cka, pcs, predictions]",
+                              measure="{batch_size: 50, examples: 120}"))
+    assert cli("run", spec).exit_code == 0
+    db = workdir / "bench.duckdb"
+    job = make_plan(load_spec(spec), "x", None, artifacts=str(workdir / "bench_artifacts")).jobs[0]
+    data = prepare_data(job.config.dataset)
+    subset = data.eval_loader("cpu", 120)
+    counts = np.bincount(subset.y.numpy(), minlength=10)
+    assert len(subset.y) == 120 and counts.max() - counts.min() <= 1  # class-balanced
+    assert rows(db, "SELECT count(*) FROM predictions") == [(200,)]
+    (acc,), = rows(db, "SELECT value FROM metrics WHERE name = 'eval_acc' AND epoch = 2")
+    correct = rows(db, "SELECT avg(CASE WHEN label = prediction THEN 1 ELSE 0 END) FROM predictions")[0][0]
+    assert abs(acc - correct) < 1e-9  # accuracy over all 200
+    batches = eval_features(job, examples=120)  # batches of 50, 50 and 20
+    assert sum(len(b[0]) for b in batches) == 120
+    stored = {(a, b): v for a, b, v in rows(db, "SELECT layer_a, layer_b, value FROM cka WHERE NOT pc_removed")}
+    for i in range(len(batches[0])):
+        for j in range(len(batches[0])):
+            assert abs(stored[i, j] - minibatch_cka([b[i] for b in batches], [b[j] for b in batches])) < 1e-6
+    pcs = [v for v, in rows(db, "SELECT pc1_fraction FROM pcs ORDER BY layer")]
+    for i, stored_pc1 in enumerate(pcs):
+        feats = np.concatenate([b[i].reshape(len(b[i]), -1) for b in batches]).astype(np.float64)
+        assert abs(stored_pc1 - pc1_fraction(feats)) < 1e-3
+    without = load_spec(spec).measure.model_copy(update={"examples": None})
+    assert "examples" not in without.identity() and load_spec(spec).measure.identity()["examples"] == 120
+
+
 def _bench(*args, **kw):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, "-m", "benchsuite", *args], env=env, stdout=subprocess.PIPE,

@@ -57,7 +57,7 @@ def _ablation(ctx: RunContext, options: dict) -> dict[str, list[dict]]:
     blocks = skippable_blocks(ctx.model, ctx.points)
     if not blocks:
         return {"ablations": []}
-    loader = ctx.data.eval_loader(ctx.device)
+    loader = ctx.measure_loader()
     intact = evaluate(ctx.model, loader, None)[1]
 
     def row(target: str, deleted: list[Skippable], start: int | None, end: int | None) -> dict:

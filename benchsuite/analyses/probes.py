@@ -73,7 +73,7 @@ def _probes(ctx: RunContext, options: dict) -> dict[str, list[dict]]:
     train_loader = DeviceLoader(d.train_x, d.train_y, batch_size=d.eval_batch_size, mean=d.mean, std=d.std,
                                 device=ctx.device, shuffle=False)
     train_feats, train_y = probe_features(ctx.model, ctx.points, train_loader, opts.pooling)
-    eval_feats, eval_y = probe_features(ctx.model, ctx.points, d.eval_loader(ctx.device), opts.pooling)
+    eval_feats, eval_y = probe_features(ctx.model, ctx.points, ctx.measure_loader(), opts.pooling)
     rows = []
     for layer in range(len(ctx.points)):
         train_acc, acc = fit_linear_probe(train_feats[layer], train_y, eval_feats[layer], eval_y, d.num_classes,

@@ -64,13 +64,18 @@ class RunContext:
     epoch: int  # the epoch of the checkpoint measured (the final one)
     similarity: list[MeasureChoice] = field(default_factory=list)  # the spec's measure.similarity
     similarity_examples: int | None = None
+    examples: int | None = None  # the spec's measure.examples
     _measurement: Measurement | None = field(default=None, repr=False)
+
+    def measure_loader(self):
+        """The examples measurements read (measure.examples of the evaluation set)."""
+        return self.data.eval_loader(self.device, self.examples)
 
     @property
     def measurement(self) -> Measurement:
         """CKA, PCs and CKA after PC1 removal, from one set of passes shared by every analysis."""
         if self._measurement is None:
-            self._measurement = measure_models([self.model], [self.points], self.data.eval_loader(self.device),
+            self._measurement = measure_models([self.model], [self.points], self.measure_loader(),
                                                pc1_removed=True, similarity=self.similarity,
                                                similarity_examples=self.similarity_examples)
         return self._measurement

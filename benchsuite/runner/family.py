@@ -70,7 +70,7 @@ class FamilyContext:
         points = [probe_points(m, j.measure.probes) for m, j in zip(models, jobs)]
         if similarity:
             kw.update(similarity=jobs[0].measure.similarity, similarity_examples=jobs[0].measure.similarity_examples)
-        return measure_models(models, points, self.data(jobs[0]).eval_loader(self.device), **kw)
+        return measure_models(models, points, self.data(jobs[0]).eval_loader(self.device, jobs[0].measure.examples), **kw)
 
 
 @dataclass
@@ -119,7 +119,8 @@ def run_family_analyses(plan: Plan, engine: Engine, console=None, device: str = 
 def _eval_key(job: Job) -> str:
     """Runs can share a CKA pass only if they see the same evaluation batches."""
     return canonical_json({"dataset": job.config.dataset.name, "eval_size": job.config.dataset.eval_size,
-                           "batch": job.measure.batch_size, "probes": job.measure.probes})
+                           "batch": job.measure.batch_size, "probes": job.measure.probes,
+                           "examples": job.measure.examples})
 
 
 # Seeds: the whole configuration but the seed; architectures: one seed, data and recipe, any family/params.

@@ -111,7 +111,8 @@ def measure_run(job: Job, data, model: torch.nn.Module, result: TrainResult, dev
     start = time.perf_counter()
     points = probe_points(model, job.measure.probes)
     ctx = RunContext(job.run_id, model, data, points, device, epoch=result.epochs_done,
-                     similarity=job.measure.similarity, similarity_examples=job.measure.similarity_examples)
+                     similarity=job.measure.similarity, similarity_examples=job.measure.similarity_examples,
+                     examples=job.measure.examples)
     analyses = [AnalysisRows(a.analysis_id, a.kind, [job.run_id], a.options, rows=_RUN_ANALYSES[a.kind](ctx, a.options),
                              measure_id=job.measure_id) for a in job.analyses]
     check_finite({"metrics": result.metrics}, f"{job.name} seed={job.config.seed}")

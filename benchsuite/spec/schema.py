@@ -89,6 +89,11 @@ class MeasureSpec(BaseModel):
     probes: Literal["blocks", "all"] | list[str] = Field(
         "blocks", description="blocks (stem + residual block outputs), all (every conv/bn/relu/add) or module globs")
     batch_size: int = Field(256, gt=3, description="examples per CKA minibatch (eq. 2 of Nguyen et al.)")
+    examples: int | None = Field(
+        None, gt=3, description="evaluation examples the measurements read (CKA, PCs, probes, block deletion, "
+                                "cross-run CKA): a class-balanced subset of the evaluation set, the same for every "
+                                "model, in its fixed order; null: all of it. Accuracy and predictions always read "
+                                "the whole evaluation set")
     similarity: list[MeasureChoice] = Field(
         [], description="similarity measures stored besides CKA (table similarity): names, or {name: ..., option: value}; "
                         f"registered: {', '.join(list_measures())}")
@@ -106,8 +111,9 @@ class MeasureSpec(BaseModel):
         return v
 
     def identity(self) -> dict:
-        """What decides the probe points and their layer indices: the key of `layers` (measure_id)."""
-        return self.model_dump(mode="json", exclude={"similarity", "similarity_examples"})
+        """What decides the probe points, their layer indices and the examples they are measured on: the key of
+        `layers` (measure_id). `examples` counts only when set, so settings stored before it keep their ids."""
+        return self.model_dump(mode="json", exclude={"similarity", "similarity_examples"} | ({"examples"} if self.examples is None else set()))
 
     def analysis_key(self) -> dict:
         """What an analysis's values depend on: the identity, and the similarity measures when chosen

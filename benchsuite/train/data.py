@@ -32,10 +32,15 @@ class PreparedData:
     def image_size(self) -> int:
         return self.train_x.shape[-1]
 
-    def eval_loader(self, device) -> DeviceLoader:
-        """The evaluation set in its fixed order, so batches line up across models."""
-        return DeviceLoader(self.eval_x, self.eval_y, batch_size=self.eval_batch_size, mean=self.mean, std=self.std,
-                            device=device, shuffle=False)
+    def eval_loader(self, device, examples: int | None = None) -> DeviceLoader:
+        """The evaluation set in its fixed order, so batches line up across models; with `examples`, its
+        class-balanced subset of that many (measure.examples), in the same order."""
+        x, y = self.eval_x, self.eval_y
+        if examples is not None and examples < len(y):
+            keep = balanced_subset(y, examples, seed=0)
+            x, y = x[keep], y[keep]
+        return DeviceLoader(x, y, batch_size=self.eval_batch_size, mean=self.mean, std=self.std, device=device,
+                            shuffle=False)
 
 
 def preflight(spec: DatasetSpec, data_root=None, source: str = "spec") -> None:
