@@ -103,6 +103,20 @@ def test_measure_examples_measure_a_balanced_subset_and_accuracy_reads_every_exa
     assert "examples" not in without.identity() and load_spec(spec).measure.identity()["examples"] == 120
 
 
+def test_several_specs_run_in_one_command_and_are_all_checked_first(workdir, cli):
+    from conftest import make_spec
+
+    (workdir / "a.yaml").write_text(make_spec("a", epochs=1))
+    (workdir / "b.yaml").write_text(make_spec("b", epochs=1, seeds="[1]"))
+    (workdir / "bad.yaml").write_text(make_spec("bad").replace("epochs: 2", "epochs: zero"))
+    bad = cli("run", "a.yaml", "bad.yaml")
+    assert bad.exit_code == 2 and "bad.yaml" in bad.stderr and not (workdir / "bench.duckdb").exists()
+    result = cli("run", "a.yaml", "b.yaml")
+    assert result.exit_code == 0, result.output
+    assert rows(workdir / "bench.duckdb", "SELECT s.name, r.seed FROM runs r JOIN specs s USING (spec_hash) ORDER BY 1") == \
+        [("a", 0), ("b", 1)]
+
+
 def _bench(*args, **kw):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, "-m", "benchsuite", *args], env=env, stdout=subprocess.PIPE,

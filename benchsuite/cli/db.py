@@ -31,7 +31,9 @@ def current(db: DbOption = None) -> None:
 
 @app.command("export")
 def export(folder: Path = typer.Argument(help="folder for the files (created if needed)"), db: DbOption = None,
-           fmt: str = typer.Option("parquet", "--format", help="parquet: one file per table")) -> None:
+           fmt: str = typer.Option("parquet", "--format", help="parquet: one file per table"),
+           exclude: list[str] = typer.Option([], "--exclude", metavar="TABLE",
+                                             help="leave this table out, e.g. pc_scores (repeatable)")) -> None:
     """Write every table of the database to FOLDER, one Parquet file per table."""
     from benchsuite.errors import BenchError
     from benchsuite.store.engine import make_engine
@@ -39,7 +41,7 @@ def export(folder: Path = typer.Argument(help="folder for the files (created if 
 
     if fmt != "parquet":
         raise BenchError(f"--format {fmt!r}: only parquet is supported")
-    counts = export_parquet(make_engine(db, read_only=True), folder)
+    counts = export_parquet(make_engine(db, read_only=True), folder, exclude)
     console.print(f"{folder}: {sum(counts.values())} rows in {len(counts)} tables")
 
 

@@ -10,7 +10,6 @@ import typer
 
 from benchsuite.cli._common import DataDirOption, DbOption, console, err_console, print_rows
 
-SpecArg = Annotated[Path, typer.Argument(help="YAML spec file", show_default=False)]
 SetOption = Annotated[list[str] | None, typer.Option(
     "--set", metavar="KEY=VALUE", help="override a spec field, e.g. train.epochs=5, seeds=[0], family.grid.depth=[20,56] (repeatable)")]
 
@@ -27,7 +26,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command("run")
     def run(
-        spec_path: SpecArg,
+        spec_paths: Annotated[list[Path], typer.Argument(help="YAML spec files, run one after another into one database",
+                                                         show_default=False)],
         overrides: SetOption = None,
         db: DbOption = None,
         data_dir: DataDirOption = None,
@@ -42,46 +42,58 @@ def register(app: typer.Typer) -> None:
         jobs: Annotated[int | None, typer.Option(min=1, help="runs at once, in worker processes [env: BENCH_JOBS; default: one per core on CPU, 1 on GPU]")] = None,
         threads: Annotated[int | None, typer.Option(min=1, help="torch CPU threads per job [env: BENCH_THREADS; default: 1 with several jobs, else cores - 1]")] = None,
     ) -> None:
-        """Train and measure every run of a spec that the database does not hold yet."""
-        from benchsuite.runner import execute, make_plan
-        from benchsuite.runner.family import run_family_analyses
-        from benchsuite.runner.progress import Reporter
-        from benchsuite.spec import read_spec, spec_hash
-        from benchsuite.store.engine import database_exists, open_store, resolve_url
-        from benchsuite.store.writer import record_spec
+        """Train and measure every run of the specs that the database does not hold yet."""
+        from benchsuite.spec import read_spec
 
-        spec, text = read_spec(spec_path, overrides or ())  # validate before touching the database
-        runner = _executor(executor, address, gpus, cpus, retries, spec, jobs, threads, device)
+        specs = [(path, *read_spec(path, overrides or ())) for path in spec_paths]  # all valid before any runs
         if not dry_run:
             from benchsuite.train.data import preflight
 
-            preflight(spec.dataset, data_dir, str(spec_path))  # a missing dataset: one line, nothing stored
+            for path, spec, _ in specs:
+                preflight(spec.dataset, data_dir, str(path))  # a missing dataset: one line, nothing stored
         artifacts = artifacts or os.environ.get("BENCH_ARTIFACTS") or "bench_artifacts"
-        engine = None if dry_run and not database_exists(db) else open_store(db, create=not dry_run)
-        plan = make_plan(spec, spec_hash(text), engine, artifacts=str(Path(artifacts).resolve()),
-                         data_dir=data_dir and str(Path(data_dir).resolve()), device=device)  # workers have other cwds
-        if dry_run:
-            rows = [(j.name, j.config.seed, j.config.dataset.name, j.status, ", ".join(a.kind for a in j.analyses), j.run_id)
-                    for j in plan.jobs]
-            print_rows(["run", "seed", "dataset", "status", "analyses", "run_id"], rows,
-                       title=f"{spec.name}: {len(plan.todo)} of {len(plan.jobs)} runs to do")
-            return
-        record_spec(engine, plan.spec_hash, spec.name, str(spec_path), text)
-        todo = plan.todo
-        err_console.print(f"{spec.name}: {len(todo)} of {len(plan.jobs)} runs to do -> {resolve_url(db)}")
-        counts = {"complete": 0, "failed": 0}
+        failed = False
         try:
-            if todo:
-                with Reporter(len(todo), err_console, engine) as reporter:
-                    counts = execute(todo, engine, runner, reporter=reporter)
-                skipped = f", {counts['skipped']} skipped (another driver)" if counts["skipped"] else ""
-                err_console.print(f"{counts['complete']} complete, {counts['failed']} failed{skipped}")
-            family = run_family_analyses(plan, engine, err_console, device)
+            for path, spec, text in specs:  # the options are checked with the first spec, before anything runs
+                runner = _executor(executor, address, gpus, cpus, retries, spec, jobs, threads, device)
+                failed |= _run_spec(path, spec, text, runner, db, data_dir, artifacts, device, dry_run)
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]: finished runs are stored; rerun the same command to resume")
             raise typer.Exit(130)
-        if counts["failed"] or family["failed"]:
+        if failed:
             raise typer.Exit(1)
+
+
+def _run_spec(spec_path: Path, spec, text: str, runner, db, data_dir, artifacts: str, device: str, dry_run: bool) -> bool:
+    """Plan one spec against the database, then train, measure and store what it lacks (or print the plan);
+    returns whether any run or family analysis failed."""
+    from benchsuite.runner import execute, make_plan
+    from benchsuite.runner.family import run_family_analyses
+    from benchsuite.runner.progress import Reporter
+    from benchsuite.spec import spec_hash
+    from benchsuite.store.engine import database_exists, open_store, resolve_url
+    from benchsuite.store.writer import record_spec
+
+    engine = None if dry_run and not database_exists(db) else open_store(db, create=not dry_run)
+    plan = make_plan(spec, spec_hash(text), engine, artifacts=str(Path(artifacts).resolve()),
+                     data_dir=data_dir and str(Path(data_dir).resolve()), device=device)  # workers have other cwds
+    if dry_run:
+        rows = [(j.name, j.config.seed, j.config.dataset.name, j.status, ", ".join(a.kind for a in j.analyses), j.run_id)
+                for j in plan.jobs]
+        print_rows(["run", "seed", "dataset", "status", "analyses", "run_id"], rows,
+                   title=f"{spec.name}: {len(plan.todo)} of {len(plan.jobs)} runs to do")
+        return False
+    record_spec(engine, plan.spec_hash, spec.name, str(spec_path), text)
+    todo = plan.todo
+    err_console.print(f"{spec.name}: {len(todo)} of {len(plan.jobs)} runs to do -> {resolve_url(db)}")
+    counts = {"complete": 0, "failed": 0}
+    if todo:
+        with Reporter(len(todo), err_console, engine) as reporter:
+            counts = execute(todo, engine, runner, reporter=reporter)
+        skipped = f", {counts['skipped']} skipped (another driver)" if counts["skipped"] else ""
+        err_console.print(f"{counts['complete']} complete, {counts['failed']} failed{skipped}")
+    family = run_family_analyses(plan, engine, err_console, device)
+    return bool(counts["failed"] or family["failed"])
 
 
 def _local_executor(jobs: int | None, threads: int | None, retries: int, device: str):

@@ -48,17 +48,24 @@ def _arrow_schema(pa, table: sa.Table, revision: str):
     return pa.schema(fields, metadata={REVISION_KEY: revision.encode()})
 
 
-def export_parquet(engine: Engine, folder: Path) -> dict[str, int]:
-    """Write every table to folder/<table>.parquet, rows in key order; returns rows per table."""
+def export_parquet(engine: Engine, folder: Path, exclude=()) -> dict[str, int]:
+    """Write every table but `exclude` to folder/<table>.parquet, rows in key order; returns rows per table.
+    A table left out is absent from the folder (no stale file of an earlier export stays)."""
     pa, pq = _pyarrow()
+    unknown = sorted(set(exclude) - set(t.metadata.tables))
+    if unknown:
+        raise BenchError(f"--exclude {', '.join(unknown)}: no such table; tables: {', '.join(sorted(t.metadata.tables))}")
     check_schema(engine)
     revision = current_revision(engine)
     folder.mkdir(parents=True, exist_ok=True)
     counts = {}
     with engine.connect() as conn:
         for table in t.metadata.sorted_tables:
-            schema = _arrow_schema(pa, table, revision)
             path = folder / f"{table.name}.parquet"
+            if table.name in exclude:
+                path.unlink(missing_ok=True)
+                continue
+            schema = _arrow_schema(pa, table, revision)
             tmp = path.with_name(path.name + ".tmp")
             counts[table.name] = 0
             result = conn.execute(sa.select(table).order_by(*table.primary_key.columns))
