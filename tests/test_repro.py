@@ -58,3 +58,26 @@ def test_repro_specs_run_and_regenerate_the_report(workdir, cli):
     assert headings(text) == headings(committed)
     verdicts = re.findall(r"\*\*Verdict: (supported|not supported|not enough runs)\.\*\*", text)
     assert len(verdicts) == 8
+
+
+EVIDENCE = ROOT / "results" / "repro"
+
+
+def test_shipped_evidence_regenerates_the_report_and_draws_the_site(workdir, cli):
+    """results/repro is the committed report's evidence (`bench db export` of the Fashion-MNIST study): imported
+    into an empty database, `bench claims` writes docs/REPRODUCTION.md and its figures byte for byte without
+    training, and `bench leaderboard build` draws the study's site."""
+    size = sum(p.stat().st_size for p in EVIDENCE.iterdir())
+    assert size < 20 * 2**20, f"results/repro holds {size / 2**20:.1f} MiB"
+    assert cli("db", "import", EVIDENCE, "--db", "study.duckdb").exit_code == 0
+    out = workdir / "docs" / "REPRODUCTION.md"
+    assert cli("claims", "--db", "study.duckdb", "--write", out, "-f", "csv").exit_code == 0
+    assert out.read_text() == (ROOT / "docs" / "REPRODUCTION.md").read_text()
+    figures = sorted(p.name for p in out.parent.joinpath("figures").iterdir())
+    assert figures == sorted(p.name for p in (ROOT / "docs" / "figures").glob("C*.svg"))
+    for name in figures:
+        assert (out.parent / "figures" / name).read_bytes() == (ROOT / "docs" / "figures" / name).read_bytes(), name
+    assert cli("leaderboard", "build", "--db", "study.duckdb", "--out", "site").exit_code == 0
+    index = (workdir / "site" / "index.html").read_text()
+    specs = [yaml.safe_load(p.read_text())["name"] for p in sorted((ROOT / "specs" / "repro").glob("fashion_*.yaml"))]
+    assert len(specs) == 4 and all(name in index for name in specs)
