@@ -28,8 +28,9 @@ How each tool is run (as its users would):
 Measurements. Each (workload, tool) runs in a fresh subprocess with the same thread count,
 after building the models and inputs and one 8-example warm-up forward per model:
 - wall and CPU time: time.perf_counter and time.process_time (all threads) around the whole
-  computation, forward passes included; with --repeat k, the fastest of k runs. On a shared
-  machine, CPU time is the steadier of the two (every tool uses the same thread count);
+  computation, forward passes included, each tool's modules imported before; with --repeat k, the
+  fastest of k runs. On a shared machine, CPU time is the steadier of the two (every tool uses the
+  same thread count);
 - peak memory: the kernel's peak-RSS counter (VmHWM) is reset through /proc/self/clear_refs
   just before the computation, and the table reports peak RSS minus the RSS at that moment.
   RSS sees every allocator (torch's included; tracemalloc would see only Python's);
@@ -254,6 +255,9 @@ def run_torch_cka(models, layers, x) -> dict:
 
 TOOLS = {"reference": run_reference, "benchsuite": run_benchsuite,
          "pytorch-cka": run_pytorch_cka, "torch-cka": run_torch_cka}
+# Each tool's modules, imported before the clock starts: the table times computations, not first imports
+# (pytorch-cka's takes 0.7 s of CPU here, and any tool's user imports it once per session).
+MODULES = {"reference": [], "benchsuite": ["benchsuite.measure"], "pytorch-cka": ["cka"], "torch-cka": ["torch_cka"]}
 
 
 # --------------------------------------------------------------------------- worker
@@ -270,6 +274,8 @@ def worker(args) -> None:
     torch.set_num_threads(args.threads)
     models, layers, x = build(args)
     tool = TOOLS[args.worker]
+    for module in MODULES[args.worker]:
+        importlib.import_module(module)
     with torch.inference_mode():
         for model in models:
             model(x[:8])

@@ -35,7 +35,6 @@ from typing import Any, Callable, Literal, Sequence
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from scipy.stats import rankdata
 
 from benchsuite.measure.cka import gram, u_centre
 from benchsuite.registry import Registry, name_and_options
@@ -290,6 +289,8 @@ def _rsa(f: Features, o: RSAOptions):
     i, j = torch.triu_indices(f.n, f.n, 1)
     v = d[i, j]
     if o.method == "spearman":
+        from scipy.stats import rankdata  # here: scipy.stats takes a second to import, and only RSA needs it
+
         v = torch.from_numpy(rankdata(v.cpu().numpy())).to(v)
     return _unit(v - v.mean())
 
