@@ -55,6 +55,16 @@ def test_a_database_equals_itself_and_its_export(stored, tmp_path, cli):
     assert [r[-1] for r in _csv(exported.stdout)[1:]] == ["ok"] * 6
 
 
+def test_export_leaves_out_the_excluded_tables(stored, tmp_path, cli):
+    out = tmp_path / "export"
+    assert cli("db", "export", out, "--db", stored).exit_code == 0 and (out / "pc_scores.parquet").exists()
+    assert cli("db", "export", out, "--db", stored, "--exclude", "pc_scores").exit_code == 0
+    assert not (out / "pc_scores.parquet").exists() and (out / "pcs.parquet").exists()  # no stale file stays
+    bad = cli("db", "export", tmp_path / "other", "--db", stored, "--exclude", "pc_score")
+    assert bad.exit_code == 2 and "pc_score" in bad.stderr and "Traceback" not in bad.output
+    assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "other").exists()
+
+
 def test_one_changed_cka_value_is_named_with_its_run_and_layers(stored, tmp_path, cli):
     changed = _copy(stored, tmp_path, "UPDATE cka SET value = value - 0.125 WHERE layer_a = 1 AND layer_b = 3 AND NOT pc_removed")
     result = cli("compare", stored, changed, "-f", "csv")

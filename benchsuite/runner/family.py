@@ -70,7 +70,8 @@ class FamilyContext:
         points = [probe_points(m, j.measure.probes) for m, j in zip(models, jobs)]
         if similarity:
             kw.update(similarity=jobs[0].measure.similarity, similarity_examples=jobs[0].measure.similarity_examples)
-        return measure_models(models, points, self.data(jobs[0]).eval_loader(self.device, jobs[0].measure.examples), **kw)
+        loader = self.data(jobs[0]).eval_loader(self.device, jobs[0].measure.examples)
+        return measure_models(models, points, loader, **kw)
 
 
 @dataclass

@@ -113,7 +113,8 @@ class MeasureSpec(BaseModel):
     def identity(self) -> dict:
         """What decides the probe points, their layer indices and the examples they are measured on: the key of
         `layers` (measure_id). `examples` counts only when set, so settings stored before it keep their ids."""
-        return self.model_dump(mode="json", exclude={"similarity", "similarity_examples"} | ({"examples"} if self.examples is None else set()))
+        unset = {"examples"} if self.examples is None else set()
+        return self.model_dump(mode="json", exclude={"similarity", "similarity_examples"} | unset)
 
     def analysis_key(self) -> dict:
         """What an analysis's values depend on: the identity, and the similarity measures when chosen
