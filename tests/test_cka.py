@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchsuite.measure import MinibatchCKA, linear_cka
+from benchsuite.measure import MinibatchCKA, gram, linear_cka
 from reference import minibatch_cka
 
 
@@ -59,3 +59,14 @@ def test_update_does_not_modify_inputs():
     before = x.clone()
     MinibatchCKA().update([x, x * 2])
     assert torch.equal(x, before)
+
+
+@pytest.mark.parametrize("n", [5, 64, 129])
+def test_gram_is_the_centred_gram_and_exactly_symmetric(n):
+    # gram multiplies only the upper rows and the lower-right block, and mirrors the rest
+    x = relu_features(np.random.default_rng(n), n, 500, offset=5.0)
+    xc = x.astype(np.float64) - x.astype(np.float64).mean(axis=0)
+    got = gram(torch.from_numpy(x))
+    assert torch.equal(got, got.T)
+    ref = xc @ xc.T
+    assert np.abs(got.double().numpy() - ref).max() < 1e-5 * np.abs(ref).max()
