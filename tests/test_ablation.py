@@ -86,3 +86,45 @@ def test_glob_probe_points_map_to_their_blocks(data):
     points = probe_points(model, ["stages.*.relu2", "stages.1.0.conv1"])
     blocks = skippable_blocks(model, points)
     assert [(b.name, b.layers) for b in blocks] == [("stages.0.0", [0]), ("stages.1.0", [1, 2]), ("stages.2.0", [3])]
+
+
+class Unchained(torch.nn.Module):
+    """Two skippable blocks with an operation between them: a deletion cannot restart mid-way."""
+
+    def __init__(self):
+        super().__init__()
+        from benchsuite.models.cifar_resnet import BasicBlock
+        torch.manual_seed(0)
+        self.stem = torch.nn.Conv2d(1, 8, 3, padding=1)
+        self.block0, self.block1 = BasicBlock(8, 8, 1), BasicBlock(8, 8, 1)
+        self.head = torch.nn.Linear(8 * 8 * 8, 10)
+
+    def forward(self, x):
+        h = self.block1(self.block0(self.stem(x)) * 0.5)
+        return self.head(h.flatten(1))
+
+
+@pytest.mark.parametrize("kind", ["chained", "unchained"])
+def test_deletions_restarting_mid_model_give_the_whole_forward_pass_accuracies(data, kind):
+    from benchsuite.train import evaluate
+
+    model = model_for(data, depth=20) if kind == "chained" else Unchained().eval()
+    points = probe_points(model) if kind == "chained" else []
+    blocks = skippable_blocks(model, points)
+    deletions = [[b] for b in blocks] + [blocks[1:3], [blocks[0], blocks[-1]]]
+    loader = data.eval_loader("cpu")
+    calls = []  # of the first block's first convolution: its computation, not its bypass
+    hook = blocks[0].module.conv1.register_forward_pre_hook(lambda m, args: calls.append(1))
+    intact, accuracies = ablation.deletion_accuracies(model, blocks, list(reversed(deletions)), loader)
+    hook.remove()
+    assert intact == evaluate(model, loader, None)[1]
+    for d, acc in zip(reversed(deletions), accuracies):
+        with skipped(d):
+            assert acc == evaluate(model, loader, None)[1]  # bit for bit: the same arithmetic
+    assert len({*accuracies, intact}) > 2  # the deletions differ, so a mix-up would show
+    batches = len(loader)
+    # restarting, the first block runs in the intact pass and once to give the second its input; otherwise
+    # in the intact pass and in every deletion that keeps it
+    keeps_first = sum(blocks[0] not in d for d in deletions)
+    assert len(calls) == (2 if kind == "chained" else 1 + keeps_first) * batches
+    assert not any(b.module.skip_branch for b in blocks) and all("forward" not in vars(b.module) for b in blocks)
