@@ -27,10 +27,14 @@ How each tool is run (as its users would):
 
 Measurements. Each (workload, tool) runs in a fresh subprocess with the same thread count,
 after building the models and inputs and one 8-example warm-up forward per model:
-- wall and CPU time: time.perf_counter and time.process_time (all threads) around the whole
+- wall and CPU time: time.perf_counter and getrusage (user + system, all threads) around the whole
   computation, forward passes included, each tool's modules imported before; with --repeat k, the
   fastest of k runs. On a shared machine, CPU time is the steadier of the two (every tool uses the
-  same thread count);
+  same thread count). The system part is mostly page faults: glibc hands the forward pass's freed
+  activations back to the kernel and faults them in again, by an amount that depends on the heap's
+  history (0.3-2 s a run of workload a here, for the same model). --steady-malloc gives every tool's
+  process the same fixed glibc thresholds (MALLOC_TRIM_THRESHOLD_, MALLOC_MMAP_THRESHOLD_), so the
+  table compares the tools' work rather than the allocator's luck;
 - peak memory: the kernel's peak-RSS counter (VmHWM) is reset through /proc/self/clear_refs
   just before the computation, and the table reports peak RSS minus the RSS at that moment.
   RSS sees every allocator (torch's included; tracemalloc would see only Python's);
@@ -53,6 +57,8 @@ import copy
 import gc
 import importlib.metadata
 import json
+import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -260,6 +266,10 @@ TOOLS = {"reference": run_reference, "benchsuite": run_benchsuite,
 MODULES = {"reference": [], "benchsuite": ["benchsuite.measure"], "pytorch-cka": ["cka"], "torch-cka": ["torch_cka"]}
 
 
+# Freed memory stays in the heap and blocks of any size come from it: no page faults after the first pass.
+STEADY_MALLOC = {"MALLOC_TRIM_THRESHOLD_": str(1 << 30), "MALLOC_MMAP_THRESHOLD_": str(1 << 30)}
+
+
 # --------------------------------------------------------------------------- worker
 
 def _status_kib(key: str) -> int:
@@ -285,14 +295,17 @@ def worker(args) -> None:
     rss0 = _status_kib("VmRSS")
     walls, cpus = [], []
     for _ in range(args.repeat):
-        t0, c0 = time.perf_counter(), time.process_time()
+        t0, r0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
         heatmaps = tool(models, layers, x)
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
         walls.append(time.perf_counter() - t0)
-        cpus.append(time.process_time() - c0)
+        cpus.append((r1.ru_utime - r0.ru_utime, r1.ru_stime - r0.ru_stime))
     peak = _status_kib("VmHWM") - rss0
+    user, sys_ = min(cpus, key=sum)
     np.savez(args.result, **{f"{i}_{j}": h for (i, j), h in heatmaps.items()})
     # The fastest run is the least disturbed one on a shared machine.
-    meta = {"wall_s": min(walls), "cpu_s": min(cpus), "peak_mib": peak / 1024, "version": _version(args.worker)}
+    meta = {"wall_s": min(walls), "cpu_s": user + sys_, "sys_s": sys_, "peak_mib": peak / 1024,
+            "version": _version(args.worker)}
     Path(args.result + ".json").write_text(json.dumps(meta))
 
 
@@ -316,6 +329,7 @@ class Row:
     forwards: int = 0
     wall_s: float | None = None
     cpu_s: float | None = None
+    sys_s: float | None = None
     peak_mib: float | None = None
     max_err: float | None = None
     nonfinite: int = 0
@@ -332,14 +346,16 @@ def run_tool(args, workload: str, tool: str, tmp: Path) -> tuple[Row, dict | Non
            "--threads", str(args.threads), "--seed", str(args.seed), "--repeat", str(args.repeat)]
     cmd += ["--quick"] * args.quick + ["--calibrate-bn"] * args.calibrate_bn
     print(f"[{workload}] {tool} ...", file=sys.stderr, flush=True)
-    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=ROOT)
+    env = {**os.environ, **(STEADY_MALLOC if args.steady_malloc else {})}
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=ROOT, env=env)
     if proc.returncode != 0:
         lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
         row.error = lines[-1][:120] if lines else f"exit code {proc.returncode}"
         print(proc.stderr[-3000:], file=sys.stderr)
         return row, None
     meta = json.loads(Path(result + ".json").read_text())
-    row.version, row.wall_s, row.cpu_s, row.peak_mib = meta["version"], meta["wall_s"], meta["cpu_s"], meta["peak_mib"]
+    row.version, row.wall_s, row.cpu_s, row.sys_s, row.peak_mib = (meta[k] for k in ("version", "wall_s", "cpu_s", "sys_s",
+                                                                                 "peak_mib"))
     with np.load(result) as z:
         heatmaps = {tuple(int(v) for v in k.split("_")): z[k] for k in z.files}
     return row, heatmaps
@@ -361,15 +377,17 @@ def print_table(rows: list[Row], args) -> None:
     title = "Minibatch linear CKA, CPU, " + ("quick" if args.quick else "full") + " workloads"
     if args.calibrate_bn:
         title += ", BN stats calibrated"
+    if args.steady_malloc:
+        title += ", steady malloc"
     table = Table(title=title)
-    for col in ("workload", "tool", "version", "pair runs", "forwards", "wall s", "CPU s", "peak RSS MiB",
+    for col in ("workload", "tool", "version", "pair runs", "forwards", "wall s", "CPU s", "of it system", "peak RSS MiB",
                 "max |err| vs f64", "wall / benchsuite", "CPU / benchsuite"):
         table.add_column(col, justify="left" if col in ("workload", "tool", "version") else "right", no_wrap=True)
     base = {r.workload: r for r in rows if r.tool == "benchsuite" and r.wall_s}
     for r in rows:
         if r.error:
             table.add_row(r.workload, r.tool, r.version, str(r.pair_runs), str(r.forwards),
-                          f"[red]failed: {r.error}[/red]", "", "", "", "", "")
+                          f"[red]failed: {r.error}[/red]", "", "", "", "", "", "")
             continue
         err = "(reference)" if r.tool == "reference" else ("-" if r.max_err is None else f"{r.max_err:.1e}")
         if r.nonfinite:
@@ -377,7 +395,7 @@ def print_table(rows: list[Row], args) -> None:
         b = base.get(r.workload)
         ratios = [f"{r.wall_s / b.wall_s:.2f}x", f"{r.cpu_s / b.cpu_s:.2f}x"] if b else ["-", "-"]
         table.add_row(r.workload, r.tool, r.version, str(r.pair_runs), str(r.forwards),
-                      f"{r.wall_s:.1f}", f"{r.cpu_s:.1f}", f"{r.peak_mib:.0f}", err, *ratios)
+                      f"{r.wall_s:.1f}", f"{r.cpu_s:.1f}", f"{r.sys_s:.1f}", f"{r.peak_mib:.0f}", err, *ratios)
     console = Console(width=None if sys.stdout.isatty() else 200)  # logs: no wrapped cells
     console.print(table)
     for k in args.workloads:
@@ -393,6 +411,8 @@ def main(argv=None) -> None:
                         help="a, b or c; repeat for several (default: all)")
     parser.add_argument("--quick", action="store_true", help="small models and n=300: a smoke run")
     parser.add_argument("--with-torch-cka", action="store_true", help="also run torch-cka on b and c (slow)")
+    parser.add_argument("--steady-malloc", action="store_true",
+                        help="the same fixed glibc malloc thresholds in every tool's process (see the docstring)")
     parser.add_argument("--calibrate-bn", action="store_true",
                         help="set BN running stats from a random batch (O(1) activations, as in trained models)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())

@@ -63,8 +63,9 @@ def test_update_does_not_modify_inputs():
 
 @pytest.mark.parametrize("n", [5, 64, 129])
 def test_gram_is_the_centred_gram_and_exactly_symmetric(n):
-    # gram multiplies only the upper rows and the lower-right block, and mirrors the rest
-    x = relu_features(np.random.default_rng(n), n, 500, offset=5.0)
+    # gram centres 1,024 columns at a time (2,500: two blocks and a ragged one), multiplies only the upper
+    # rows and the lower-right block, and mirrors the rest
+    x = relu_features(np.random.default_rng(n), n, 2500, offset=5.0)
     xc = x.astype(np.float64) - x.astype(np.float64).mean(axis=0)
     got = gram(torch.from_numpy(x))
     assert torch.equal(got, got.T)
