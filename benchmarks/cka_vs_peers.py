@@ -32,7 +32,7 @@ after building the models and inputs and one 8-example warm-up forward per model
   fastest of k runs. On a shared machine, CPU time is the steadier of the two (every tool uses the
   same thread count). The system part is mostly page faults: glibc hands the forward pass's freed
   activations back to the kernel and faults them in again, by an amount that depends on the heap's
-  history (0.3-2 s a run of workload a here, for the same model). --steady-malloc gives every tool's
+  history (0.1 to 1.2 s in one run of workload a here, for the same forward passes). --steady-malloc gives every tool's
   process the same fixed glibc thresholds (MALLOC_TRIM_THRESHOLD_, MALLOC_MMAP_THRESHOLD_), so the
   table compares the tools' work rather than the allocator's luck;
 - peak memory: the kernel's peak-RSS counter (VmHWM) is reset through /proc/self/clear_refs
