@@ -27,6 +27,8 @@ _CHUNK = 1024  # feature columns centred at a time on a CPU: a (n, 1024) block s
 
 def gram(x: torch.Tensor) -> torch.Tensor:
     """Linear Gram matrix of a batch (n, ...) after centring its features over the batch."""
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        x = x.permute(0, 2, 3, 1)  # the order of features does not change a gram: no copy of a channels-last batch
     x = x.detach().flatten(1)
     if x.dtype not in (torch.float32, torch.float64):
         x = x.float()
