@@ -71,3 +71,12 @@ def test_gram_is_the_centred_gram_and_exactly_symmetric(n):
     assert torch.equal(got, got.T)
     ref = xc @ xc.T
     assert np.abs(got.double().numpy() - ref).max() < 1e-5 * np.abs(ref).max()
+
+
+def test_gram_of_a_channels_last_batch():
+    # (n, C, H, W) stored channels-last is read as the (n, H, W, C) view: other feature order, same gram
+    x = relu_features(np.random.default_rng(7), 40, 16 * 9 * 9, offset=3.0).reshape(40, 16, 9, 9)
+    xc = x.reshape(40, -1).astype(np.float64) - x.reshape(40, -1).astype(np.float64).mean(axis=0)
+    ref = xc @ xc.T
+    got = gram(torch.from_numpy(x).contiguous(memory_format=torch.channels_last))
+    assert np.abs(got.double().numpy() - ref).max() < 1e-5 * np.abs(ref).max()
