@@ -98,6 +98,21 @@ class TwoUses(nn.Module):
         return self.out2(self.bn2(self.conv2(y)))
 
 
+class TwoNorms(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn, self.bn2 = nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.BatchNorm2d(8)
+
+    def forward(self, x):
+        c = self.conv(x)
+        return self.bn(c) + self.bn2(c)
+
+
+def test_a_convolution_read_by_two_batchnorms_pairs_with_the_first_only():
+    model = TwoNorms().eval()
+    assert conv_bn_pairs(model, torch.randn(2, 3, 8, 8), set()) == [(model.conv, model.bn)]
+
+
 def test_a_fold_that_would_change_a_probe_point_is_undone():
     torch.manual_seed(0)
     model = TwoUses().eval()

@@ -33,7 +33,8 @@ def _hooked(m: nn.Module) -> bool:
 
 def conv_bn_pairs(model: nn.Module, x: torch.Tensor, probed: set[str]) -> list[tuple[nn.Module, nn.Module]]:
     """(convolution, BatchNorm) pairs in which the BatchNorm read the output of the module run just before
-    it, that convolution; each module run once, using running statistics, neither a probe point nor hooked."""
+    it, that convolution; each module run once and in one pair, the BatchNorm with running statistics,
+    neither a probe point nor hooked."""
     candidates = {m: name for name, m in model.named_modules()
                   if name not in probed and not _hooked(m) and (type(m) in _CONVS or type(m) in _NORMS and
                                                                  m.running_mean is not None)}
@@ -47,6 +48,7 @@ def conv_bn_pairs(model: nn.Module, x: torch.Tensor, probed: set[str]) -> list[t
         calls[module] += 1
         if args and args[0] is last[1]:
             pairs.append((last[0], module))
+        last[:] = [None, None]  # a second BatchNorm on the same output is not the convolution's to fold
 
     def other_ran(module, args, out):
         last[:] = [None, None]
