@@ -1,6 +1,7 @@
 """Models are measured folded and channels-last, and given back exactly as they were."""
 
 import numpy as np
+import pytest
 import torch
 import torch.nn as nn
 
@@ -24,16 +25,17 @@ def trained_like_resnet(depth: int = 20) -> nn.Module:
 
 
 def snapshot(model: nn.Module) -> list:
-    return [(name, t, t.detach().clone(), t.stride()) for name, t in [*model.named_parameters(), *model.named_buffers()]]
+    return [(name, t, t.detach().clone(), (t.stride(), t.data_ptr()))
+            for name, t in [*model.named_parameters(), *model.named_buffers()]]
 
 
 def assert_given_back(model: nn.Module, before: list) -> None:
     after = snapshot(model)
     assert [name for name, *_ in after] == [name for name, *_ in before]
     for (name, t, value, stride), (_, t2, value2, stride2) in zip(before, after):
-        assert t2 is t and stride2 == stride and torch.equal(value2, value), name  # the same objects, bits, layout
+        assert t2 is t and stride2 == stride and torch.equal(value2, value), name  # same objects, bits, storage
         assert not t2.is_inference(), name
-    assert all("forward" not in vars(m) for m in model.modules())
+    assert all("forward" not in vars(m) for m in model.modules() if not isinstance(m, torch.jit.ScriptModule))
 
 
 def as_given_features(model, points, x, batch):
@@ -142,3 +144,74 @@ def test_probe_points_and_hooked_modules_are_not_folded():
             assert model.get_submodule(first_conv).bias is None and "forward" not in vars(bn)
     finally:
         handle.remove()
+
+
+def test_a_model_listed_twice_is_folded_once_and_matches_itself():
+    model = trained_like_resnet(8)
+    before = snapshot(model)
+    x = torch.randn(64, 3, 8, 8)
+    pts = probe_points(model)
+    m = measure_models([model, model], [pts, pts], [x[:32], x[32:]], pcs=False)
+    assert_given_back(model, before)
+    p = len(pts)
+    assert np.allclose(m.cka[:p, p:], m.cka[:p, :p], atol=1e-12)
+    with FastForm([model, model], [pts, pts]) as form:
+        form.prepare(0, x)
+        form.prepare(1, x)
+        assert form.folded[0] == form.folded[1] > 0
+    assert_given_back(model, before)
+
+
+class Flattens(nn.Module):
+    """Breaks when its convolutions run channels-last (a view of a conv output), and mixes 2-d and 3-d
+    convolutions; a scripted leaf takes no hooks."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)
+        self.conv3 = nn.Conv3d(1, 2, 1)
+        self.act = torch.jit.script(nn.ReLU())
+        self.out = nn.Identity()
+
+    def forward(self, x):
+        y = self.act(self.bn(self.conv(x)))
+        z = self.conv3(y.view(y.size(0), -1)[:, None, :, None, None])
+        return self.out(z.flatten(1))
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
+def test_a_model_the_form_would_break_is_measured_as_given():
+    torch.manual_seed(0)
+    model = Flattens().eval()
+    before = snapshot(model)
+    x = torch.randn(40, 3, 6, 6)
+    points = [ProbePoint("out", "out", 0)]
+    fast = measure_models([model], [points], [x[:20], x[20:]], pcs=False)
+    given = measure_models([model], [points], [x[:20], x[20:]], pcs=False, as_given=True)
+    assert np.array_equal(fast.cka, given.cka)
+    assert_given_back(model, before)
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+
+
+def test_grams_are_full_precision_under_autocast():
+    model = trained_like_resnet(8)
+    x = torch.randn(64, 3, 8, 8)
+    pts = probe_points(model)
+    streamed = measure_models([model], [pts], [x[:32], x[32:]], pcs=False, amp=torch.bfloat16)  # grams in hooks
+    held = measure_models([model], [pts], [x[:32], x[32:]], pc1_removed=True, amp=torch.bfloat16)  # after
+    assert np.abs(streamed.cka - held.cka).max() < 1e-9
+
+
+def test_a_convolution_shared_by_two_models_is_not_folded_into_either():
+    torch.manual_seed(1)
+    conv = nn.Conv2d(3, 6, 3)
+    norms = [nn.BatchNorm2d(6), nn.BatchNorm2d(6)]
+    for bn in norms:
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.3, 3)
+    models = [nn.Sequential(conv, bn, nn.ReLU(), nn.Conv2d(6, 4, 3), nn.Identity()).eval() for bn in norms]
+    points = [[ProbePoint("4", "4", 0)]] * 2
+    x = torch.randn(48, 3, 8, 8)
+    fast = measure_models(models, points, [x[:24], x[24:]], pcs=False)
+    given = measure_models(models, points, [x[:24], x[24:]], pcs=False, as_given=True)
+    assert np.abs(fast.cka - given.cka).max() < 1e-5

@@ -9,6 +9,7 @@ removing each probe point's PC1.
 
 from __future__ import annotations
 
+import itertools
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -52,8 +53,10 @@ def _inputs(loader):
         yield batch[0] if isinstance(batch, (tuple, list)) else batch
 
 
-def _device(model: nn.Module) -> torch.device:
-    return next(model.parameters(), torch.empty(0)).device
+def _device(model: nn.Module) -> torch.device | None:
+    """Where the model's tensors are; None for a model without any (its input stays where it is)."""
+    t = next(itertools.chain(model.parameters(), model.buffers()), None)
+    return None if t is None else t.device
 
 
 def _batches(models, points, loader, amp, form: FastForm | None, reduce=None):
@@ -62,7 +65,7 @@ def _batches(models, points, loader, amp, form: FastForm | None, reduce=None):
     with ExitStack() as stack:
         captures = None
         for xb in _inputs(loader):
-            xs = [xb.to(device) for device in devices]
+            xs = [xb if device is None else xb.to(device) for device in devices]
             if captures is None:  # the form's checks run on the first batch, before any probe point is hooked
                 for i, x in enumerate(xs if form is not None else ()):
                     form.prepare(i, x)
@@ -76,7 +79,8 @@ def _batches(models, points, loader, amp, form: FastForm | None, reduce=None):
 
 
 def _size_and_gram(x: torch.Tensor) -> tuple[int, torch.Tensor]:
-    return x[0].numel(), centred_gram(x)
+    with torch.autocast(x.device.type, enabled=False):  # called inside the forward pass: full precision
+        return x[0].numel(), centred_gram(x)
 
 
 def measure_models(models: Sequence[nn.Module], points: Sequence[Sequence], loader, *, cka: bool = True,

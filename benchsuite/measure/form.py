@@ -2,8 +2,9 @@
 
 In eval mode a BatchNorm that takes a convolution's output is a per-channel affine map, so it can be
 folded into that convolution's weight and bias and skipped; on a CPU, convolutions run fastest
-channels-last (oneDNN's own layout). Both change float32 rounding only, and a fold is kept only if
-every probe point's features on the first examples stay within `TOLERANCE` of the model as given.
+channels-last (oneDNN's own layout). Each change is kept only if every probe point's features on the
+first examples stay within `TOLERANCE` of the model as given (and the model still runs); otherwise
+the model is measured without it. With TF32 convolutions (CUDA's default) folds will rarely pass.
 """
 
 from __future__ import annotations
@@ -28,16 +29,17 @@ def _identity(x: torch.Tensor) -> torch.Tensor:
 
 
 def _hooked(m: nn.Module) -> bool:
-    return bool(m._forward_hooks or m._forward_pre_hooks)
+    return bool(m._forward_hooks or m._forward_pre_hooks) or "forward" in vars(m)
 
 
-def conv_bn_pairs(model: nn.Module, x: torch.Tensor, probed: set[str]) -> list[tuple[nn.Module, nn.Module]]:
+def conv_bn_pairs(model: nn.Module, x: torch.Tensor, probed: set[str],
+                  exclude: set[nn.Module] = frozenset()) -> list[tuple[nn.Module, nn.Module]]:
     """(convolution, BatchNorm) pairs in which the BatchNorm read the output of the module run just before
     it, that convolution; each module run once and in one pair, the BatchNorm with running statistics,
-    neither a probe point nor hooked."""
-    candidates = {m: name for name, m in model.named_modules()
-                  if name not in probed and not _hooked(m) and (type(m) in _CONVS or type(m) in _NORMS and
-                                                                 m.running_mean is not None)}
+    none a probe point, hooked or in `exclude`."""
+    candidates = {m for name, m in model.named_modules()
+                  if name not in probed and m not in exclude and not _hooked(m) and
+                  (type(m) in _CONVS or type(m) in _NORMS and m.running_mean is not None)}
     calls, last, pairs = Counter(), [None, None], []
 
     def conv_ran(module, args, out):
@@ -53,11 +55,14 @@ def conv_bn_pairs(model: nn.Module, x: torch.Tensor, probed: set[str]) -> list[t
     def other_ran(module, args, out):
         last[:] = [None, None]
 
-    handles = [m.register_forward_hook(conv_ran) if type(m) in _CONVS else m.register_forward_pre_hook(norm_runs)
-               for m in candidates]
-    handles += [m.register_forward_hook(other_ran) for m in model.modules() if m not in candidates and
-                not any(True for _ in m.children())]  # a leaf in between breaks the chain
+    handles = []
     try:
+        for m in model.modules():
+            if m in candidates:
+                handles.append(m.register_forward_hook(conv_ran) if type(m) in _CONVS else
+                               m.register_forward_pre_hook(norm_runs))
+            elif not any(True for _ in m.children()):  # a leaf in between breaks the chain
+                handles.append(m.register_forward_hook(other_ran))
         model(x)
     finally:
         for h in handles:
@@ -68,16 +73,37 @@ def conv_bn_pairs(model: nn.Module, x: torch.Tensor, probed: set[str]) -> list[t
 def fold(pairs: Sequence[tuple[nn.Module, nn.Module]]):
     """Fold each BatchNorm into its convolution; returns the function that undoes it exactly."""
     saved = []
-    for conv, bn in pairs:
-        saved.append((conv, conv.weight, conv.bias, bn))
-        conv.weight, conv.bias = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean, bn.running_var,
-                                                      bn.eps, bn.weight, bn.bias)
-        bn.forward = _identity
 
     def undo():
-        for conv, weight, bias, bn in saved:
+        for conv, weight, bias, bn in reversed(saved):
             conv.weight, conv.bias = weight, bias
             del bn.forward
+    try:
+        for conv, bn in pairs:
+            weight, bias = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean, bn.running_var,
+                                                bn.eps, bn.weight, bn.bias)
+            saved.append((conv, conv.weight, conv.bias, bn))
+            conv.weight, conv.bias = weight, bias
+            bn.forward = _identity
+    except BaseException:
+        undo()
+        raise
+    return undo
+
+
+def channels_last(model: nn.Module):
+    """Store a CPU model's 4-d tensors channels-last, if all are contiguous; returns the function that puts
+    back the very tensors it had (storage shared with anything else stays shared)."""
+    tensors = [t for t in [*model.parameters(), *model.buffers()] if t.dim() == 4]
+    if not tensors or not all(t.device.type == "cpu" and t.is_contiguous() for t in tensors):
+        return lambda: None
+    saved = [(t, t.data) for t in tensors]
+    for t in tensors:
+        t.data = t.data.contiguous(memory_format=torch.channels_last)
+
+    def undo():
+        for t, data in saved:
+            t.data = data
     return undo
 
 
@@ -93,13 +119,17 @@ def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 class FastForm:
     """`with FastForm(models, points) as form:` call `form.prepare(i, x)` before model i's forward on x;
-    the first call folds its BatchNorms (verified on x's first examples) and, on a CPU, makes its
-    convolutions channels-last. On exit every model has its own parameters and layout back."""
+    the first call folds its BatchNorms and, on a CPU, makes its convolutions channels-last, each change
+    checked on x's first examples. On exit every model has its own parameter objects, values and layout
+    back. Modules shared by several of the models are not folded (a check sees one model only)."""
 
     def __init__(self, models: Sequence[nn.Module], points: Sequence[Sequence]):
         self.models, self.points = list(models), list(points)
-        self.prepared = [False] * len(self.models)
         self.folded = [0] * len(self.models)  # BatchNorms folded, per model
+        distinct = list({id(m): m for m in self.models}.values())
+        counts = Counter(sub for m in distinct for sub in m.modules())
+        self._shared = {sub for sub, c in counts.items() if c > 1}
+        self._prepared: dict[int, int] = {}  # id(model) -> the index it was prepared as
         self._undo: list = []
 
     def __enter__(self) -> "FastForm":
@@ -111,25 +141,37 @@ class FastForm:
                 self._undo.pop()()
 
     def prepare(self, i: int, x: torch.Tensor) -> None:
-        if self.prepared[i]:
-            return
-        self.prepared[i] = True
         model, points = self.models[i], self.points[i]
+        if id(model) in self._prepared:  # the same model listed again
+            self.folded[i] = self.folded[self._prepared[id(model)]]
+            return
+        self._prepared[id(model)] = i
         with torch.no_grad():
             x = x[:CHECK_EXAMPLES].clone()
-            pairs = conv_bn_pairs(model, x, {p.module for p in points})
-            if pairs:
+            try:
                 before = _features(model, points, x)
-                undo = fold(pairs)
-                if all(_close(a, b) for a, b in zip(_features(model, points, x), before)):
-                    self._undo.append(undo)
-                    self.folded[i] = len(pairs)
-                else:
-                    undo()
-            self._channels_last(model)
+                pairs = conv_bn_pairs(model, x, {p.module for p in points}, self._shared)
+            except Exception:  # measured as given: the measurement itself reports the model's error
+                return
+            if pairs and self._keep(model, points, x, before, lambda: fold(pairs)):
+                self.folded[i] = len(pairs)
+            self._keep(model, points, x, before, lambda: channels_last(model))
 
-    def _channels_last(self, model: nn.Module) -> None:
-        convs = [t for t in [*model.parameters(), *model.buffers()] if t.dim() == 4]
-        if convs and all(t.device.type == "cpu" and t.is_contiguous() for t in convs):
-            model.to(memory_format=torch.channels_last)
-            self._undo.append(lambda: model.to(memory_format=torch.contiguous_format))
+    def _keep(self, model, points, x, before, change) -> bool:
+        """Make `change`; keep it if the model still gives the probe points' features `before` on x."""
+        try:
+            undo = change()
+        except Exception:
+            return False
+        try:
+            kept = all(_close(a, b) for a, b in zip(_features(model, points, x), before))
+        except Exception:
+            kept = False
+        except BaseException:
+            undo()
+            raise
+        if kept:
+            self._undo.append(undo)
+        else:
+            undo()
+        return kept
