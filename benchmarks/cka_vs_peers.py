@@ -220,8 +220,8 @@ def run_benchsuite(models, layers, x, as_given: bool = False) -> dict:
     from benchsuite.measure import measure_models
     from benchsuite.models import probe_points
 
-    m = measure_models(models, [probe_points(m) for m in models], loader(x), pcs=False, as_given=as_given)
-    return _heatmaps(m.cka, layers)
+    result = measure_models(models, [probe_points(m) for m in models], loader(x), pcs=False, as_given=as_given)
+    return _heatmaps(result.cka, layers)
 
 
 def _heatmaps(cka: np.ndarray, layers) -> dict:

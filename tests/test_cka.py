@@ -80,3 +80,11 @@ def test_gram_of_a_channels_last_batch():
     ref = xc @ xc.T
     got = gram(torch.from_numpy(x).contiguous(memory_format=torch.channels_last))
     assert np.abs(got.double().numpy() - ref).max() < 1e-5 * np.abs(ref).max()
+
+
+def test_gram_is_full_precision_inside_autocast():
+    # FeatureCapture(reduce=centred_gram) calls it inside the forward pass, under the caller's autocast
+    x = torch.from_numpy(relu_features(np.random.default_rng(3), 64, 3000, offset=4.0))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = gram(x)
+    assert inside.dtype == torch.float32 and torch.equal(inside, gram(x))

@@ -33,17 +33,18 @@ def gram(x: torch.Tensor) -> torch.Tensor:
     if x.dtype not in (torch.float32, torch.float64):
         x = x.float()
     n, d = x.shape
-    # The mean as a GEMV is one pass over x (x.mean(0) strides); any shift is exact under U-centring.
-    mean = x.new_full((1, n), 1.0 / n) @ x
-    step = _CHUNK if x.device.type == "cpu" else max(d, 1)
-    block, k, h = x.new_empty(n, min(step, d)), x.new_zeros(n, n), n // 2
-    # A block of columns centred at a time, so there is no centred copy of x to allocate and page in; K is
-    # symmetric, so only its top rows and bottom-right block are multiplied (3/4 of x @ x.T) and mirrored.
-    for s in range(0, d, step):
-        c = torch.sub(x[:, s:s + step], mean[:, s:s + step], out=block[:, :min(step, d - s)])
-        k[:h].addmm_(c[:h], c.T)
-        k[h:, h:].addmm_(c[h:], c[h:].T)
-    k[h:, :h] = k[:h, h:].T
+    with torch.autocast(x.device.type, enabled=False):  # also inside an autocast forward pass (hooks)
+        # The mean as a GEMV is one pass over x (x.mean(0) strides); any shift is exact under U-centring.
+        mean = x.new_full((1, n), 1.0 / n) @ x
+        step = _CHUNK if x.device.type == "cpu" else max(d, 1)
+        block, k, h = x.new_empty(n, min(step, d)), x.new_zeros(n, n), n // 2
+        # A block of columns centred at a time, so there is no centred copy of x to allocate and page in; K is
+        # symmetric, so only its top rows and bottom-right block are multiplied (3/4 of x @ x.T) and mirrored.
+        for s in range(0, d, step):
+            c = torch.sub(x[:, s:s + step], mean[:, s:s + step], out=block[:, :min(step, d - s)])
+            k[:h].addmm_(c[:h], c.T)
+            k[h:, h:].addmm_(c[h:], c[h:].T)
+        k[h:, :h] = k[:h, h:].T
     return k
 
 

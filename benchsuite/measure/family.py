@@ -67,8 +67,9 @@ def _batches(models, points, loader, amp, form: FastForm | None, reduce=None):
         for xb in _inputs(loader):
             xs = [xb if device is None else xb.to(device) for device in devices]
             if captures is None:  # the form's checks run on the first batch, before any probe point is hooked
-                for i, x in enumerate(xs if form is not None else ()):
-                    form.prepare(i, x)
+                for i, x in enumerate(xs):
+                    if form is not None:
+                        form.prepare(i, x)
                 captures = [stack.enter_context(FeatureCapture(m, p, reduce=reduce)) for m, p in zip(models, points)]
             feats = []
             for model, cap, x in zip(models, captures, xs):
@@ -79,8 +80,7 @@ def _batches(models, points, loader, amp, form: FastForm | None, reduce=None):
 
 
 def _size_and_gram(x: torch.Tensor) -> tuple[int, torch.Tensor]:
-    with torch.autocast(x.device.type, enabled=False):  # called inside the forward pass: full precision
-        return x[0].numel(), centred_gram(x)
+    return x[0].numel(), centred_gram(x)
 
 
 def measure_models(models: Sequence[nn.Module], points: Sequence[Sequence], loader, *, cka: bool = True,
