@@ -147,24 +147,3 @@ def test_ctrl_c_stops_every_worker_and_a_rerun_resumes(workdir):
     assert "resumed from epoch" in resumed.stderr
     assert rows(workdir / "c.duckdb", "SELECT status, count(*) FROM runs GROUP BY status") == [("complete", 2)]
 
-
-def test_runs_keep_freed_memory_for_the_next_batch():
-    """glibc hands a large freed block back to the kernel, so every batch would fault its activations in
-    again; run_unit's processes keep it (minor page faults of allocating and filling 64 MiB, after two
-    warm-up allocations, in a fresh interpreter)."""
-    code = (
-        "import resource, sys, torch\n"
-        "from benchsuite.runner.jobs import keep_freed_memory\n"
-        "if sys.argv[1] == 'keep':\n"
-        "    assert keep_freed_memory()\n"
-        "faults = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
-        "for _ in range(2):\n"
-        "    torch.empty(1 << 24).fill_(1)\n"
-        "before = faults()\n"
-        "for _ in range(3):\n"
-        "    torch.empty(1 << 24).fill_(1)\n"
-        "print(faults() - before)\n")
-    faults = {mode: int(subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True,
-                                       check=True).stdout) for mode in ("keep", "default")}
-    assert faults["keep"] < 100, faults
-    assert faults["default"] > 3 * 4096, faults  # 16,384 pages of 4 KiB a block

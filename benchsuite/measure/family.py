@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from benchsuite.heap import freed_memory_kept
 from benchsuite.measure.capture import FeatureCapture
 from benchsuite.measure.cka import MinibatchCKA, centred_gram
 from benchsuite.measure.form import FastForm
@@ -93,11 +94,12 @@ def measure_models(models: Sequence[nn.Module], points: Sequence[Sequence], load
     the input), read once per pass. `pc1_removed` (implies `pcs`) adds the PC1 scores and the CKA heatmap
     after PC1 removal; `similarity` the heatmaps of those measures, the full-batch ones on the first
     `similarity_examples`. Models are put in eval mode and, unless `as_given`, run in the faster
-    equivalent form of FastForm (BatchNorms folded, CPU convolutions channels-last) while measured.
+    equivalent form of FastForm (BatchNorms folded, CPU convolutions channels-last) while measured. While
+    measuring, the process keeps the memory torch frees for the next batch (benchsuite.heap.freed_memory_kept).
     """
     for m in models:
         m.eval()
-    with nullcontext() if as_given else FastForm(models, points) as form:
+    with freed_memory_kept(), nullcontext() if as_given else FastForm(models, points) as form:
         return _measure(models, points, loader, form, cka=cka, pcs=pcs, pc1_removed=pc1_removed, amp=amp,
                         similarity=similarity, similarity_examples=similarity_examples)
 

@@ -3,8 +3,6 @@ so any executor (in-process, Ray worker) can run it and hand the rows to the sin
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import json
 import platform
 import subprocess
@@ -17,6 +15,7 @@ import torch
 
 import benchsuite
 from benchsuite.errors import BenchError, DiskFullError, RunFailed
+from benchsuite.heap import keep_freed_memory
 from benchsuite.models import create_model, probe_points
 from benchsuite.runner.analyses import _RUN_ANALYSES, RunContext, check_finite, measure_id
 from benchsuite.spec.load import canonical_json
@@ -159,19 +158,6 @@ def unit_label(unit: list[Job]) -> str:
     """How progress names a unit of work: one run, or seeds trained together."""
     seeds = ",".join(str(j.config.seed) for j in unit)
     return f"{unit[0].name} seed{'s' if len(unit) > 1 else ''}={seeds}"
-
-
-@functools.cache
-def keep_freed_memory() -> bool:
-    """glibc: keep freed memory in the heap for the next batch. By default glibc maps large blocks (a batch's
-    activations) afresh and hands them back when freed, so every batch faults its activations in again: a
-    fifth of the CPU time of an fp32 evaluation pass of ResNet-110 at 28x28 here, spent in the kernel. The
-    process keeps its peak heap instead. False where the C library has no mallopt."""
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
-    return bool(mallopt(-4, 0) and mallopt(-1, 1 << 30))  # M_MMAP_MAX: no mmap; M_TRIM_THRESHOLD: 1 GiB
 
 
 def run_unit(unit: list[Job], reporter=None) -> list[RunRows | Exception]:

@@ -1,0 +1,130 @@
+"""glibc's heap (benchsuite.heap): freed memory kept for the next batch, in a process and in a scope, and the
+heap handed back afterwards. Each case runs in a fresh interpreter (the allocator's settings are per process);
+page faults and RSS are the kernel's counters (getrusage, /proc/self/statm)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+
+PRELUDE = """
+import json, os, resource, sys, torch
+import benchsuite.heap as heap
+torch.set_num_threads(1)
+faults = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+rss = lambda: int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+# Four convolutions over a batch of 40 MiB activations: a forward pass frees and reallocates each. By default
+# glibc maps blocks that large (beyond its largest threshold, 32 MiB) and unmaps them when freed.
+net = torch.nn.Sequential(*[torch.nn.Conv2d(40, 40, 1) for _ in range(4)]).eval()
+x = torch.randn(256, 40, 32, 32)
+def passes(k):
+    before = faults()
+    with torch.inference_mode():
+        for _ in range(k):
+            net(x)
+    return faults() - before
+def released(floats, count):
+    # Bytes the kernel gets back when `count` filled blocks of `floats` float32 are freed together.
+    blocks = [torch.ones(floats) for _ in range(count)]
+    held = rss()
+    del blocks
+    return held - rss()
+def handed_back():
+    # A freed block of 128 MiB: glibc maps blocks that large (beyond its largest threshold) and unmaps them.
+    return released(1 << 25, 1) > 100 << 20
+out = {}
+"""
+PASS_PAGES = 4 * (40 << 20) // 4096  # pages of one pass's four activations
+
+
+def run(code: str, env: dict | None = None) -> dict:
+    proc = subprocess.run([sys.executable, "-c", PRELUDE + code + "\nprint(json.dumps(out))"], capture_output=True,
+                          text=True, env={**os.environ, **(env or {})}, check=True)
+    return json.loads(proc.stdout)
+
+
+def test_keep_freed_memory_stops_refaulting_for_good():
+    out = run("""
+passes(2)
+out["default"] = passes(5)
+out["default_back"] = handed_back()
+assert heap.keep_freed_memory()
+passes(2)
+out["kept"] = passes(5)
+out["kept_back"] = handed_back()
+""")
+    # (glibc may grow the heap once more for a new layout of blocks: by an activation or so)
+    assert out["default"] > 4 * PASS_PAGES and out["kept"] < PASS_PAGES / 2, out
+    assert out["default_back"] and not out["kept_back"], out
+
+
+def test_a_scope_keeps_freed_memory_then_hands_the_heap_back():
+    out = run("""
+passes(2)
+out["default"] = passes(5)
+start = rss()
+with heap.freed_memory_kept():
+    passes(2)
+    out["inside"] = passes(5)
+    out["inside_back"] = handed_back()
+    out["peak_inside"] = rss() - start
+out["after_exit"] = rss() - start
+out["after_back"] = handed_back()  # mapping is back
+""")
+    assert out["default"] > 4 * PASS_PAGES and out["inside"] < PASS_PAGES / 2, out
+    assert not out["inside_back"] and out["peak_inside"] > 128 << 20, out
+    assert out["after_exit"] < 32 << 20, out  # malloc_trim handed the kept heap back
+    assert out["after_back"], out
+
+
+def test_nested_scopes_keep_until_the_outermost_ends():
+    out = run("""
+with heap.freed_memory_kept():
+    with heap.freed_memory_kept():
+        pass
+    out["inner_ended"] = handed_back()
+out["outer_ended"] = handed_back()
+""")
+    assert out == {"inner_ended": False, "outer_ended": True}
+
+
+def test_the_environment_and_keep_freed_memory_have_the_last_word():
+    # The user's glibc settings stand: here, mapping every block of 128 KiB or more (faults on every pass).
+    env = run("""
+passes(2)
+with heap.freed_memory_kept():
+    passes(2)
+    out["inside"] = passes(3)
+""", env={"MALLOC_MMAP_THRESHOLD_": "131072"})
+    assert env["inside"] > 2 * PASS_PAGES, env  # every activation of the three passes
+    # A process that keeps freed memory for good still does after a scope.
+    kept = run("""
+heap.keep_freed_memory()
+with heap.freed_memory_kept():
+    passes(1)
+out["after"] = handed_back()
+""")
+    assert not kept["after"], kept
+
+
+def test_measuring_does_not_fault_its_batches_in_again():
+    """measure_models keeps the heap while it measures: ten batches fault in about one batch's activations
+    (the first), where glibc mapping every block faults in all ten."""
+    code = """
+from benchsuite.measure import measure_models
+from benchsuite.models import ProbePoint
+points = [ProbePoint(str(i), str(i), 0) for i in range(4)]
+batches = [x[:128] for _ in range(10)]
+measure_models([net], [points], batches, pcs=False, as_given=True)
+before = faults()
+measure_models([net], [points], batches, pcs=False, as_given=True)
+out["faults"] = faults() - before
+"""
+    kept = run(code)["faults"]
+    mapped = run(code, env={"MALLOC_MMAP_THRESHOLD_": "131072"})["faults"]
+    batch_pages = 4 * (20 << 20) // 4096
+    assert kept < 3 * batch_pages < 8 * batch_pages < mapped, (kept, mapped)
