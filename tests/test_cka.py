@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from benchsuite.measure import MinibatchCKA, gram, linear_cka
+from benchsuite.measure.cka import _CHUNK
 from reference import minibatch_cka
 
 
@@ -61,11 +62,12 @@ def test_update_does_not_modify_inputs():
     assert torch.equal(x, before)
 
 
-@pytest.mark.parametrize("n", [5, 64, 129])
+@pytest.mark.parametrize("n", [4, 5, 7, 129])
 def test_gram_is_the_centred_gram_and_exactly_symmetric(n):
-    # gram centres 1,024 columns at a time (2,500: two blocks and a ragged one), multiplies only the upper
-    # rows and the lower-right block, and mirrors the rest
-    x = relu_features(np.random.default_rng(n), n, 2500, offset=5.0)
+    # gram centres _CHUNK // n columns at a time (here two blocks and a ragged one), multiplies only the blocks
+    # of rows on and above the diagonal (four of them, some empty when n < 4 * 2), and mirrors the rest
+    d = 2 * (_CHUNK // n) + 37
+    x = relu_features(np.random.default_rng(n), n, d, offset=5.0)
     xc = x.astype(np.float64) - x.astype(np.float64).mean(axis=0)
     got = gram(torch.from_numpy(x))
     assert torch.equal(got, got.T)

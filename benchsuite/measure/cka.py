@@ -22,7 +22,8 @@ def _as_tensor(x) -> torch.Tensor:
     return torch.from_numpy(np.asarray(x)) if not isinstance(x, torch.Tensor) else x
 
 
-_CHUNK = 1024  # feature columns centred at a time on a CPU: a (n, 1024) block stays in cache for its products
+_CHUNK = 1 << 20  # elements centred at a time on a CPU (4 MiB of float32): no centred copy of x, long products
+_ROW_BLOCKS = 4  # K is symmetric: each block of rows times the columns from its own on is 5/8 of x @ x.T
 
 
 def gram(x: torch.Tensor) -> torch.Tensor:
@@ -36,15 +37,17 @@ def gram(x: torch.Tensor) -> torch.Tensor:
     with torch.autocast(x.device.type, enabled=False):  # also inside an autocast forward pass (hooks)
         # The mean as a GEMV is one pass over x (x.mean(0) strides); any shift is exact under U-centring.
         mean = x.new_full((1, n), 1.0 / n) @ x
-        step = _CHUNK if x.device.type == "cpu" else max(d, 1)
-        block, k, h = x.new_empty(n, min(step, d)), x.new_zeros(n, n), n // 2
-        # A block of columns centred at a time, so there is no centred copy of x to allocate and page in; K is
-        # symmetric, so only its top rows and bottom-right block are multiplied (3/4 of x @ x.T) and mirrored.
+        step = max(1, _CHUNK // n) if x.device.type == "cpu" else max(d, 1)
+        block, k = x.new_empty(n, min(step, d)), x.new_zeros(n, n)
+        rows = sorted({n * i // _ROW_BLOCKS for i in range(_ROW_BLOCKS + 1)})
+        # A block of columns centred at a time, so there is no centred copy of x to allocate and page in; only
+        # the blocks on and above K's diagonal are multiplied, then mirrored.
         for s in range(0, d, step):
             c = torch.sub(x[:, s:s + step], mean[:, s:s + step], out=block[:, :min(step, d - s)])
-            k[:h].addmm_(c[:h], c.T)
-            k[h:, h:].addmm_(c[h:], c[h:].T)
-        k[h:, :h] = k[:h, h:].T
+            for a, b in zip(rows, rows[1:]):
+                k[a:b, a:].addmm_(c[a:b], c[a:].T)
+        for a, b in zip(rows, rows[1:]):
+            k[b:, a:b] = k[a:b, b:].T
     return k
 
 
