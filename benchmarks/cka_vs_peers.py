@@ -38,9 +38,11 @@ after building the models and inputs and one 8-example warm-up forward per model
   meets). On a shared machine, CPU time is the steadier of the two (every tool uses the same thread
   count). The system part is mostly page faults: glibc hands the forward pass's freed activations
   back to the kernel and faults them in again, by an amount that depends on the heap's history (0.1
-  to 1.2 s in one run of workload a here, for the same forward passes). --steady-malloc gives every
-  tool's process the same fixed glibc thresholds (MALLOC_TRIM_THRESHOLD_, MALLOC_MMAP_THRESHOLD_),
-  so the table compares the tools' work rather than the allocator's luck;
+  to 1.2 s in one run of workload a here, for the same forward passes). benchsuite's measure_models
+  keeps freed memory in the heap while it measures (benchsuite.heap), part of what its rows time; the
+  peers run with glibc's defaults. --steady-malloc gives every tool's process the same fixed glibc
+  thresholds (MALLOC_TRIM_THRESHOLD_, MALLOC_MMAP_THRESHOLD_; benchsuite then leaves them alone), so
+  the table compares the tools' work rather than their allocators;
 - peak memory: the kernel's peak-RSS counter (VmHWM) is reset through /proc/self/clear_refs
   just before the computation, and the table reports peak RSS minus the RSS at that moment.
   RSS sees every allocator (torch's included; tracemalloc would see only Python's);
