@@ -9,6 +9,7 @@ blocks it has seen; it has no call that reads them, and none that makes them ada
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import platform
 import threading
@@ -27,6 +28,7 @@ _depth = 0  # freed_memory_kept scopes open in this process
 _for_good = False  # keep_freed_memory has run
 
 
+@functools.cache
 def _glibc():
     if platform.libc_ver()[0] != "glibc":
         return None
