@@ -4,6 +4,8 @@ By default glibc maps each large block afresh and hands freed memory at the top 
 the kernel, so a forward pass that frees and reallocates its activations faults them in again, page by
 page: a tenth to a fifth of the CPU time of a CPU forward pass here. glibc adapts its thresholds to the
 blocks it has seen; it has no call that reads them, and none that makes them adapt again once set.
+What is kept is the main thread's heap (where torch allocates when called from it): other threads'
+heaps still map blocks over 64 MiB and give back a heap that empties.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from contextlib import contextmanager
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4
 _KEEP = 1 << 30  # trim threshold while keeping: the heap shrinks only past 1 GiB of free memory at its top
-# Where glibc's own rule settles once the process has freed a mapped block of 32 MiB (the rule's maximum),
-# and glibc's default count of mapped blocks.
+# The highest thresholds glibc's own rule reaches (after freeing a mapped block of just under 32 MiB, on
+# 64-bit), and glibc's default count of mapped blocks.
 SETTLED_MMAP_THRESHOLD, SETTLED_TRIM_THRESHOLD, DEFAULT_MMAP_MAX = 32 << 20, 64 << 20, 65536
 _ENVIRONMENT = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_MMAP_MAX_", "MALLOC_TOP_PAD_")
 _TUNABLES = ("trim_threshold", "mmap_threshold", "mmap_max", "top_pad")
@@ -63,22 +65,22 @@ def keep_freed_memory() -> bool:
 @contextmanager
 def freed_memory_kept():
     """Keep freed memory in the heap while inside; on leaving, hand it back to the kernel (malloc_trim) and
-    leave glibc with the thresholds its own rule settles on (SETTLED_*): it can neither report nor adapt
+    leave glibc with the highest thresholds its own rule reaches (SETTLED_*): it can neither report nor adapt
     again the ones it had. Does nothing where the C library is not glibc, where the environment sets the
     thresholds, or after keep_freed_memory. Nested and concurrent scopes share the outermost one."""
     global _depth
-    libc = _glibc()
-    with _lock:
-        active = libc is not None and not _for_good and not configured_by_environment()
-        if active:
-            if _depth == 0:
-                libc.mallopt(M_MMAP_MAX, 0)
-                libc.mallopt(M_TRIM_THRESHOLD, _KEEP)
-            _depth += 1
+    libc, entered = _glibc(), False
     try:
+        with _lock:
+            if libc is not None and not _for_good and not configured_by_environment():
+                if _depth == 0:
+                    libc.mallopt(M_MMAP_MAX, 0)
+                    libc.mallopt(M_TRIM_THRESHOLD, _KEEP)
+                _depth += 1
+                entered = True
         yield
     finally:
-        if active:
+        if entered:
             with _lock:
                 _depth -= 1
                 if _depth == 0 and not _for_good:

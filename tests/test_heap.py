@@ -12,7 +12,11 @@ import pytest
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
 
 PRELUDE = """
-import json, os, resource, sys, torch
+import ctypes, json, os, resource, sys
+# Page faults of 4 KiB pages: no transparent huge pages for this process (PR_SET_THP_DISABLE), where the
+# kernel would otherwise back large blocks with 2 MiB pages (THP "always") and fault far fewer times.
+assert ctypes.CDLL(None).prctl(41, 1, 0, 0, 0) == 0
+import torch
 import benchsuite.heap as heap
 torch.set_num_threads(1)
 faults = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -57,8 +61,8 @@ passes(2)
 out["kept"] = passes(5)
 out["kept_back"] = handed_back()
 """)
-    # (glibc may grow the heap once more for a new layout of blocks: by an activation or so)
-    assert out["default"] > 4 * PASS_PAGES and out["kept"] < PASS_PAGES / 2, out
+    # (glibc may grow the heap for new layouts of blocks: by an activation or two)
+    assert out["default"] > 4 * PASS_PAGES and out["kept"] < PASS_PAGES, out
     assert out["default_back"] and not out["kept_back"], out
 
 
@@ -75,21 +79,48 @@ with heap.freed_memory_kept():
 out["after_exit"] = rss() - start
 out["after_back"] = handed_back()  # mapping is back
 """)
-    assert out["default"] > 4 * PASS_PAGES and out["inside"] < PASS_PAGES / 2, out
+    assert out["default"] > 4 * PASS_PAGES and out["inside"] < PASS_PAGES, out
     assert not out["inside_back"] and out["peak_inside"] > 128 << 20, out
     assert out["after_exit"] < 32 << 20, out  # malloc_trim handed the kept heap back
     assert out["after_back"], out
 
 
-def test_nested_scopes_keep_until_the_outermost_ends():
+def test_a_scope_leaves_glibc_at_the_thresholds_its_rule_settles_on():
+    # mallinfo2().hblks counts mapped blocks: glibc's own rule has not been shown a large block before the
+    # scope (it maps from a few MiB here), after it maps from 32 MiB (SETTLED_MMAP_THRESHOLD) on.
+    out = run("""
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(f, ctypes.c_size_t) for f in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = MallInfo2
+libc.malloc.restype, libc.malloc.argtypes, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_size_t], [ctypes.c_void_p]
+def mapped(size):
+    before = libc.mallinfo2().hblks
+    p = libc.malloc(size)
+    n = libc.mallinfo2().hblks - before
+    libc.free(p)
+    return n == 1
+with heap.freed_memory_kept():
+    out["inside"] = mapped(40 << 20)
+out["after"] = [mapped(24 << 20), mapped(40 << 20)]
+""")
+    assert out == {"inside": False, "after": [False, True]}
+
+
+def test_nested_scopes_keep_until_the_outermost_ends_and_an_error_ends_one():
     out = run("""
 with heap.freed_memory_kept():
     with heap.freed_memory_kept():
         pass
     out["inner_ended"] = handed_back()
 out["outer_ended"] = handed_back()
+try:
+    with heap.freed_memory_kept():
+        raise ValueError
+except ValueError:
+    out["after_error"] = handed_back()
 """)
-    assert out == {"inner_ended": False, "outer_ended": True}
+    assert out == {"inner_ended": False, "outer_ended": True, "after_error": True}
 
 
 def test_the_environment_and_keep_freed_memory_have_the_last_word():

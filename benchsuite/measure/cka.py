@@ -23,6 +23,7 @@ def _as_tensor(x) -> torch.Tensor:
 
 
 _CHUNK = 1 << 20  # elements centred at a time on a CPU (4 MiB of float32): no centred copy of x, long products
+_MIN_COLUMNS = 1024  # with many examples, blocks stay this wide: each block's products update all of K
 _ROW_BLOCKS = 4  # K is symmetric: each block of rows times the columns from its own on is 5/8 of x @ x.T
 
 
@@ -37,7 +38,7 @@ def gram(x: torch.Tensor) -> torch.Tensor:
     with torch.autocast(x.device.type, enabled=False):  # also inside an autocast forward pass (hooks)
         # The mean as a GEMV is one pass over x (x.mean(0) strides); any shift is exact under U-centring.
         mean = x.new_full((1, n), 1.0 / n) @ x
-        step = max(1, _CHUNK // n) if x.device.type == "cpu" else max(d, 1)
+        step = max(_MIN_COLUMNS, _CHUNK // n) if x.device.type == "cpu" else max(d, 1)
         block, k = x.new_empty(n, min(step, d)), x.new_zeros(n, n)
         rows = sorted({n * i // _ROW_BLOCKS for i in range(_ROW_BLOCKS + 1)})
         # A block of columns centred at a time, so there is no centred copy of x to allocate and page in; only
