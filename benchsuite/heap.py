@@ -48,6 +48,11 @@ def configured_by_environment() -> bool:
     return any(k in os.environ for k in _ENVIRONMENT) or any(f"glibc.malloc.{t}" in tunables for t in _TUNABLES)
 
 
+def _keep(libc) -> bool:
+    """No mapped blocks, no trimming below 1 GiB: freed memory stays in the heap."""
+    return bool(libc.mallopt(M_MMAP_MAX, 0) and libc.mallopt(M_TRIM_THRESHOLD, _KEEP))
+
+
 def keep_freed_memory() -> bool:
     """For the rest of the process, keep freed memory in the heap (no mapped blocks, no trimming): the
     process keeps its peak heap. What `bench run`'s workers do. False where the C library is not glibc."""
@@ -58,7 +63,7 @@ def keep_freed_memory() -> bool:
     with _lock:
         if _for_good:
             return True
-        _for_good = bool(libc.mallopt(M_MMAP_MAX, 0) and libc.mallopt(M_TRIM_THRESHOLD, _KEEP))
+        _for_good = _keep(libc)
     return _for_good
 
 
@@ -74,8 +79,7 @@ def freed_memory_kept():
         with _lock:
             if libc is not None and not _for_good and not configured_by_environment():
                 if _depth == 0:
-                    libc.mallopt(M_MMAP_MAX, 0)
-                    libc.mallopt(M_TRIM_THRESHOLD, _KEEP)
+                    _keep(libc)
                 _depth += 1
                 entered = True
         yield

@@ -85,9 +85,9 @@ out["after_back"] = handed_back()  # mapping is back
     assert out["after_back"], out
 
 
-def test_a_scope_leaves_glibc_at_the_thresholds_its_rule_settles_on():
+def test_a_scope_leaves_glibc_at_the_highest_thresholds_its_rule_reaches():
     # mallinfo2().hblks counts mapped blocks: glibc's own rule has not been shown a large block before the
-    # scope (it maps from a few MiB here), after it maps from 32 MiB (SETTLED_MMAP_THRESHOLD) on.
+    # scope (it maps from a few MiB here); after it, blocks are mapped from 32 MiB (SETTLED_MMAP_THRESHOLD) on.
     out = run("""
 class MallInfo2(ctypes.Structure):
     _fields_ = [(f, ctypes.c_size_t) for f in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
